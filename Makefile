@@ -1,0 +1,36 @@
+# ASiT — two commands set everything up:  `make demo`  and  `make test`.
+# Override the torch build with e.g. `make install TORCH=torch` (CUDA wheels) or TORCH="torch==2.5.1".
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+ifeq ($(OS),Windows_NT)
+  BIN := $(VENV)/Scripts
+else
+  BIN := $(VENV)/bin
+endif
+PY := $(BIN)/python
+
+.PHONY: install demo test test-fast bench serve clean
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip wheel
+	$(PY) -m pip install "$(TORCH)"
+	$(PY) -m pip install -e ".[test,bench]"
+	touch $@
+
+demo: install
+	$(PY) -m asit_helpers.cli demo --out outputs
+
+test: install
+	$(PY) -m pytest
+
+bench: install
+	$(PY) bench/run_all.py
+
+serve: install
+	$(PY) -m asit_helpers.cli serve $(CHECKPOINT)
+
+clean:
+	rm -rf outputs .pytest_cache

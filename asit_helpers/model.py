@@ -1,0 +1,480 @@
+"""ASiT as Hugging Face classes: a speech encoder backbone, masked pooling over its frames, a linear head.
+
+    waveform (B, S) ──► backbone (wav2vec2 / HuBERT / WavLM) ──► frames (B, T, D), T ≈ S / 320
+                         └ sample mask (B, S) ──► frame mask (B, T) through the conv arithmetic
+    frames + frame mask ──► pooling ──► clip embedding (B, H·D) + weights (B, H, T) ──► head ──► logits (B, C)
+
+The pooling weights are the model's own answer to "when in the clip was the evidence": each row sums to 1 over
+the clip's real frames and is exactly 0 on padding. Frame ``t`` covers the samples around
+``t · 20 ms + 12.5 ms`` (wav2vec2's conv stack: stride 320 samples, receptive field 400 samples at 16 kHz).
+
+Written like ``modeling_wav2vec2.py``: a config, the pooling layers, the model, an output dataclass. After
+``import asit_helpers`` a saved ASiT directory loads through ``AutoModelForAudioClassification`` and
+``transformers.pipeline("audio-classification", model=DIR)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoFeatureExtractor,
+    AutoModel,
+    AutoModelForAudioClassification,
+    PretrainedConfig,
+    PreTrainedModel,
+    Wav2Vec2Config,
+    Wav2Vec2FeatureExtractor,
+)
+from transformers.utils import ModelOutput
+
+from .audio import SAMPLE_RATE
+
+POOLINGS = ("attention", "multihead", "mean")
+
+#: A small random-initialised wav2vec2 for tests, CI and the offline demo: the real architecture (7-layer conv
+#: front end with wav2vec2's strides, so frames are still 20 ms; a transformer encoder) at ~1/1000 of the size.
+#: Layer norm in the front end ("stable layer norm"), so it takes an attention mask and padding is exact.
+TINY_BACKBONE = dict(
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=128,
+    conv_dim=(32, 32, 32, 32, 32, 32, 32),
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=4,
+    feat_extract_norm="layer",
+    do_stable_layer_norm=True,
+    hidden_dropout=0.0,
+    activation_dropout=0.0,
+    attention_dropout=0.0,
+    feat_proj_dropout=0.0,
+    layerdrop=0.0,
+)
+
+#: Names ``from_backbone`` understands besides a Hub id, a local directory or a config object.
+PRESETS = {
+    "tiny": "random-initialised small wav2vec2 (offline; tests and demo)",
+    "base": "facebook/wav2vec2-base (95M parameters; needs internet the first time)",
+    "base-random": "random-initialised wav2vec2-base-sized model (offline; real compute, for benchmarks)",
+}
+BASE_CHECKPOINT = "facebook/wav2vec2-base"
+
+
+class AsitConfig(PretrainedConfig):
+    r"""Configuration of :class:`AsitForAudioClassification`.
+
+    Args:
+        backbone_config (`dict` or `PretrainedConfig`, *optional*): the encoder's config (wav2vec2 by default;
+            any ``model_type`` that ``AutoModel`` builds from raw audio: wav2vec2, hubert, wavlm, ...).
+        pooling (`str`): ``"attention"`` (one learnable scoring head), ``"multihead"`` (``num_heads`` heads) or
+            ``"mean"`` (masked average; the baseline).
+        num_heads (`int`): heads for ``"multihead"``.
+        attention_dim (`int`): width of the scoring MLP (``w·tanh(W h)``).
+        attentive_stats (`bool`): pool the weighted mean **and** the weighted standard deviation.
+        layer_weighted_sum (`bool`): learn a softmax-weighted sum over all hidden layers instead of the last.
+        classifier_dropout (`float`): dropout before the linear head.
+        label_smoothing (`float`): for the cross-entropy loss.
+        clip_seconds (`float`): the window the model is trained on; ``predict`` cuts longer audio into windows of
+            this length.
+        do_normalize (`bool`): zero-mean unit-variance per clip in the feature extractor (as wav2vec2-base).
+    """
+
+    model_type = "asit"
+    sub_configs = {"backbone_config": AutoConfig}
+
+    def __init__(
+        self,
+        backbone_config: dict | PretrainedConfig | None = None,
+        pooling: str = "attention",
+        num_heads: int = 4,
+        attention_dim: int = 128,
+        attentive_stats: bool = False,
+        layer_weighted_sum: bool = False,
+        classifier_dropout: float = 0.1,
+        label_smoothing: float = 0.0,
+        clip_seconds: float = 5.0,
+        sampling_rate: int = SAMPLE_RATE,
+        do_normalize: bool = True,
+        **kwargs,
+    ):
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if backbone_config is None:
+            backbone_config = Wav2Vec2Config()
+        elif isinstance(backbone_config, dict):
+            backbone_config = dict(backbone_config)
+            backbone_config = AutoConfig.for_model(backbone_config.pop("model_type", "wav2vec2"), **backbone_config)
+        self.backbone_config = backbone_config
+        self.pooling = pooling
+        self.num_heads = num_heads
+        self.attention_dim = attention_dim
+        self.attentive_stats = attentive_stats
+        self.layer_weighted_sum = layer_weighted_sum
+        self.classifier_dropout = classifier_dropout
+        self.label_smoothing = label_smoothing
+        self.clip_seconds = clip_seconds
+        self.sampling_rate = sampling_rate
+        self.do_normalize = do_normalize
+        super().__init__(**kwargs)
+
+    @property
+    def pooling_heads(self) -> int:
+        return self.num_heads if self.pooling == "multihead" else 1
+
+    @property
+    def backbone_masks_input(self) -> bool:
+        """Whether the encoder takes an attention mask.
+
+        Group-norm front ends (wav2vec2-base, HuBERT-base) were trained without one: Hugging Face's guidance is to
+        zero-pad and not pass it. Layer-norm front ends (wav2vec2-large-lv60, the tiny preset) take it.
+        """
+        return getattr(self.backbone_config, "feat_extract_norm", "layer") == "layer"
+
+    @property
+    def frame_stride(self) -> int:
+        """Samples between consecutive frames (320 for wav2vec2: 20 ms at 16 kHz)."""
+        stride = 1
+        for s in getattr(self.backbone_config, "conv_stride", (320,)):
+            stride *= int(s)
+        return stride
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples one frame sees (400 for wav2vec2: 25 ms at 16 kHz)."""
+        field, jump = 1, 1
+        kernels = getattr(self.backbone_config, "conv_kernel", (400,))
+        strides = getattr(self.backbone_config, "conv_stride", (320,))
+        for k, s in zip(kernels, strides):
+            field += (int(k) - 1) * jump
+            jump *= int(s)
+        return field
+
+
+@dataclass
+class AsitClassifierOutput(ModelOutput):
+    """Output of :class:`AsitForAudioClassification`.
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*): cross-entropy, when ``labels`` were given.
+        logits (`torch.FloatTensor` of shape `(batch, num_labels)`).
+        pooling_weights (`torch.FloatTensor` of shape `(batch, heads, frames)`): each row sums to 1 over the real
+            frames and is 0 on padding (a clip with no real frame gets all zeros, not NaN).
+        frame_mask (`torch.BoolTensor` of shape `(batch, frames)`): True on frames computed from real samples.
+        frame_times (`torch.FloatTensor` of shape `(frames,)`): centre of each frame in seconds from the start.
+        pooled (`torch.FloatTensor` of shape `(batch, embedding_dim)`): the clip embedding fed to the head.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*): the backbone's, when asked for.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    pooling_weights: torch.FloatTensor | None = None
+    frame_mask: torch.BoolTensor | None = None
+    frame_times: torch.FloatTensor | None = None
+    pooled: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+def _safe_masked_softmax(scores: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+    """Softmax over frames with padding at -inf; a row with no real frame returns zeros (never NaN).
+
+    Args:
+        scores: `(batch, heads, frames)`. frame_mask: `(batch, frames)` bool.
+    """
+    has_frames = frame_mask.any(dim=-1)  # (B,)
+    # Give empty rows one dummy visible frame so softmax stays finite (and so do its gradients), then zero them.
+    visible = frame_mask | ~has_frames[:, None]
+    scores = scores.float().masked_fill(~visible[:, None, :], float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    return weights * has_frames[:, None, None].to(weights.dtype)
+
+
+def _weighted_statistics(hidden: torch.Tensor, weights: torch.Tensor, with_std: bool) -> torch.Tensor:
+    """Weighted mean (and std) of frames: hidden `(B, T, D)`, weights `(B, H, T)` → `(B, H·D)` or `(B, H·2D)`."""
+    weights = weights.to(hidden.dtype)
+    mean = torch.einsum("bht,btd->bhd", weights, hidden)
+    if not with_std:
+        return mean.flatten(1)
+    second = torch.einsum("bht,btd->bhd", weights, hidden * hidden)
+    # clamp: rounding can make E[x²] - E[x]² slightly negative; sqrt(0) would give infinite gradients
+    std = (second - mean * mean).clamp_min(1e-5).sqrt()
+    return torch.cat([mean, std], dim=-1).flatten(1)
+
+
+class AsitAttentionPooling(nn.Module):
+    """Learnable attention pooling: ``score_h(t) = v_hᵀ tanh(W x_t + b)``, ``w_h = masked_softmax_t(score_h)``.
+
+    With one head this is the original ASiT scoring head; with several, each head can attend to a different part
+    of the clip (e.g. onset and sustain).
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int = 1, attention_dim: int = 128, attentive_stats: bool = False):
+        super().__init__()
+        self.num_heads = num_heads
+        self.attentive_stats = attentive_stats
+        self.proj = nn.Linear(hidden_size, attention_dim)
+        self.score = nn.Linear(attention_dim, num_heads)
+
+    @property
+    def output_dim_factor(self) -> int:
+        return self.num_heads * (2 if self.attentive_stats else 1)
+
+    def forward(self, hidden: torch.Tensor, frame_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """hidden `(B, T, D)`, frame_mask `(B, T)` → pooled `(B, H·D[·2])`, weights `(B, H, T)`."""
+        scores = self.score(torch.tanh(self.proj(hidden))).transpose(1, 2)  # (B, H, T)
+        weights = _safe_masked_softmax(scores, frame_mask)
+        return _weighted_statistics(hidden, weights, self.attentive_stats), weights
+
+
+class AsitMeanPooling(nn.Module):
+    """Masked mean over real frames (the baseline). Its 'weights' are uniform over the real frames, so plots and
+    localisation scores treat every pooling alike."""
+
+    num_heads = 1
+
+    def __init__(self, attentive_stats: bool = False):
+        super().__init__()
+        self.attentive_stats = attentive_stats
+
+    @property
+    def output_dim_factor(self) -> int:
+        return 2 if self.attentive_stats else 1
+
+    def forward(self, hidden: torch.Tensor, frame_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        counts = frame_mask.sum(dim=-1, keepdim=True).clamp_min(1)
+        weights = (frame_mask.float() / counts)[:, None, :]  # (B, 1, T)
+        return _weighted_statistics(hidden, weights, self.attentive_stats), weights
+
+
+class AsitPreTrainedModel(PreTrainedModel):
+    config_class = AsitConfig
+    base_model_prefix = "asit"
+    main_input_name = "input_values"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+
+
+class AsitForAudioClassification(AsitPreTrainedModel):
+    """Backbone → masked pooling → linear head. See the module docstring for the data flow."""
+
+    def __init__(self, config: AsitConfig):
+        super().__init__(config)
+        self.backbone = AutoModel.from_config(config.backbone_config)
+        hidden = config.backbone_config.hidden_size
+        if config.layer_weighted_sum:
+            num_layers = config.backbone_config.num_hidden_layers + 1  # + the embedding output
+            self.layer_weights = nn.Parameter(torch.zeros(num_layers))
+        if config.pooling == "mean":
+            self.pooling = AsitMeanPooling(config.attentive_stats)
+        else:
+            self.pooling = AsitAttentionPooling(
+                hidden, config.pooling_heads, config.attention_dim, config.attentive_stats
+            )
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(hidden * self.pooling.output_dim_factor, config.num_labels)
+        self.post_init()
+
+    # -- construction -------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_backbone(
+        cls,
+        name_or_config: str | Path | PretrainedConfig = "tiny",
+        labels: Sequence[str] = (),
+        pooling: str = "attention",
+        **config_kwargs,
+    ) -> "AsitForAudioClassification":
+        """A new classifier on a backbone, with a fresh pooling layer and head.
+
+        Args:
+            name_or_config: ``"tiny"`` / ``"base-random"`` (random init, offline), ``"base"`` (=
+                ``facebook/wav2vec2-base``), any Hub id or local directory of a speech encoder (pretrained weights
+                are loaded), or a backbone config object (random init).
+            labels: class names, in label-id order.
+            pooling: ``"attention"``, ``"multihead"`` or ``"mean"``.
+            **config_kwargs: other :class:`AsitConfig` fields (``num_heads``, ``attentive_stats``, ...).
+        """
+        if not labels:
+            raise ValueError("from_backbone needs the class names: labels=[...]")
+        id2label = {i: str(name) for i, name in enumerate(labels)}
+        label2id = {name: i for i, name in id2label.items()}
+        pretrained = None
+        do_normalize = config_kwargs.pop("do_normalize", True)
+        if isinstance(name_or_config, PretrainedConfig):
+            backbone_config = name_or_config
+        elif name_or_config == "tiny":
+            backbone_config = Wav2Vec2Config(**TINY_BACKBONE)
+        elif name_or_config == "base-random":
+            backbone_config = Wav2Vec2Config()
+        else:
+            pretrained = BASE_CHECKPOINT if name_or_config == "base" else str(name_or_config)
+            backbone_config = AutoConfig.from_pretrained(pretrained)
+            try:
+                extractor = AutoFeatureExtractor.from_pretrained(pretrained)
+                do_normalize = bool(getattr(extractor, "do_normalize", do_normalize))
+            except (OSError, ValueError):
+                pass  # some encoders ship no preprocessor config; keep the default
+        config = AsitConfig(
+            backbone_config=backbone_config,
+            pooling=pooling,
+            id2label=id2label,
+            label2id=label2id,
+            do_normalize=do_normalize,
+            **config_kwargs,
+        )
+        model = cls(config)
+        if pretrained is not None:
+            encoder = AutoModel.from_pretrained(pretrained)
+            missing, unexpected = model.backbone.load_state_dict(encoder.state_dict(), strict=False)
+            if missing:
+                raise RuntimeError(f"{pretrained}: backbone weights missing for {missing[:5]} ...")
+            del encoder
+        return model
+
+    def feature_extractor(self) -> Wav2Vec2FeatureExtractor:
+        """The preprocessing every caller shares (normalisation, zero padding, sample mask)."""
+        return Wav2Vec2FeatureExtractor(
+            feature_size=1,
+            sampling_rate=self.config.sampling_rate,
+            padding_value=0.0,
+            do_normalize=self.config.do_normalize,
+            return_attention_mask=True,
+        )
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """``PreTrainedModel.save_pretrained`` plus ``preprocessor_config.json``, so ``pipeline`` needs nothing else."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        self.feature_extractor().save_pretrained(save_directory)
+
+    # -- freezing -----------------------------------------------------------------------------------------------
+
+    def freeze_feature_encoder(self) -> None:
+        """Freeze the convolutional front end (the usual choice for fine-tuning wav2vec2)."""
+        front_end = getattr(self.backbone, "feature_extractor", None)
+        if front_end is not None:
+            for p in front_end.parameters():
+                p.requires_grad = False
+
+    def freeze_backbone(self) -> None:
+        """Freeze the whole encoder: only the pooling and head (and layer weights) train."""
+        for p in self.backbone.parameters():
+            p.requires_grad = False
+
+    def unfreeze_top_layers(self, k: int) -> None:
+        """Freeze the backbone except its top ``k`` transformer layers (and the final layer norm)."""
+        self.freeze_backbone()
+        layers = self.backbone.encoder.layers
+        for layer in list(layers)[max(0, len(layers) - k) :] if k > 0 else []:
+            for p in layer.parameters():
+                p.requires_grad = True
+        final_norm = getattr(self.backbone.encoder, "layer_norm", None)
+        if k > 0 and final_norm is not None and self.config.backbone_config.do_stable_layer_norm:
+            for p in final_norm.parameters():
+                p.requires_grad = True
+
+    # -- the forward pass, in two halves so cached hidden states can skip the first ---------------------------
+
+    def frame_mask_from_samples(self, attention_mask: torch.Tensor | None, num_frames: int, batch: int) -> torch.Tensor:
+        """Sample mask `(B, S)` → frame mask `(B, T)` through the backbone's convolution arithmetic."""
+        if attention_mask is None:
+            return torch.ones(batch, num_frames, dtype=torch.bool, device=self.device)
+        lengths = self.backbone._get_feat_extract_output_lengths(attention_mask.sum(-1).long())
+        return torch.arange(num_frames, device=attention_mask.device)[None, :] < lengths[:, None]
+
+    def frame_times(self, num_frames: int, device=None) -> torch.Tensor:
+        """Centre of each frame in seconds: `(frames,)`."""
+        cfg = self.config
+        idx = torch.arange(num_frames, device=device, dtype=torch.float32)
+        return (idx * cfg.frame_stride + cfg.receptive_field / 2) / cfg.sampling_rate
+
+    def encode(
+        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the backbone.
+
+        Returns:
+            ``(hidden, frame_mask)``: hidden `(B, T, D)`, or `(B, L+1, T, D)` (every layer) when
+            ``layer_weighted_sum``; frame_mask `(B, T)` bool.
+        """
+        encoder_mask = attention_mask if self.config.backbone_masks_input else None
+        outputs = self.backbone(
+            input_values,
+            attention_mask=encoder_mask,
+            output_hidden_states=self.config.layer_weighted_sum,
+            return_dict=True,
+        )
+        if self.config.layer_weighted_sum:
+            hidden = torch.stack(outputs.hidden_states, dim=1)
+        else:
+            hidden = outputs.last_hidden_state
+        frame_mask = self.frame_mask_from_samples(attention_mask, hidden.shape[-2], hidden.shape[0])
+        return hidden, frame_mask
+
+    def classify_hidden(
+        self,
+        hidden: torch.Tensor,
+        frame_mask: torch.Tensor,
+        labels: torch.Tensor | None = None,
+    ) -> AsitClassifierOutput:
+        """Pooling + head on backbone outputs (from :meth:`encode`, or from a cache of them)."""
+        if self.config.layer_weighted_sum:
+            layer_weights = torch.softmax(self.layer_weights, dim=0).to(hidden.dtype)
+            hidden = torch.einsum("l,bltd->btd", layer_weights, hidden)
+        frame_mask = frame_mask.bool()
+        pooled, weights = self.pooling(hidden, frame_mask)
+        logits = self.classifier(self.dropout(pooled))
+        loss = None
+        if labels is not None:
+            loss = nn.functional.cross_entropy(
+                logits.float(), labels.long(), label_smoothing=self.config.label_smoothing
+            )
+        return AsitClassifierOutput(
+            loss=loss,
+            logits=logits,
+            pooling_weights=weights,
+            frame_mask=frame_mask,
+            frame_times=self.frame_times(hidden.shape[1], hidden.device),
+            pooled=pooled,
+        )
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> AsitClassifierOutput:
+        r"""
+        Args:
+            input_values (`torch.FloatTensor` of shape `(batch, samples)`): 16 kHz waveforms, zero-padded, as the
+                feature extractor returns them.
+            attention_mask (`torch.LongTensor` of shape `(batch, samples)`, *optional*): 1 on real samples. Used
+                for the pooling mask always, and passed to the encoder only when it was trained with one.
+            labels (`torch.LongTensor` of shape `(batch,)`, *optional*): class ids, for the loss.
+        """
+        hidden, frame_mask = self.encode(input_values, attention_mask)
+        return self.classify_hidden(hidden, frame_mask, labels)
+
+
+def load_model(path_or_model, device: str | torch.device | None = None) -> AsitForAudioClassification:
+    """A saved ASiT directory (or an already loaded model) in eval mode, on ``device`` (default: CPU)."""
+    if isinstance(path_or_model, AsitForAudioClassification):
+        model = path_or_model
+    else:
+        path = Path(path_or_model)
+        if path.exists() and not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path}: not a checkpoint directory (no config.json)")
+        model = AsitForAudioClassification.from_pretrained(str(path_or_model))
+    if device is not None:
+        model = model.to(device)
+    return model.eval()
+
+
+AutoConfig.register("asit", AsitConfig, exist_ok=True)
+AutoModelForAudioClassification.register(AsitConfig, AsitForAudioClassification, exist_ok=True)
