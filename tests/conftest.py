@@ -1,0 +1,110 @@
+"""Shared fixtures: a tiny saved checkpoint, generated audio, and a headless Chromium with a fake microphone.
+
+Browser tests need Debian's ``chromium`` and ``chromium-driver``. Without them they skip with a message; with
+``ASIT_REQUIRE_BROWSER=1`` (set by ``.ci/run``) they fail instead, so CI can't pass by skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+LABELS = ["dog", "cat", "siren", "rain", "crow"]
+BROWSER_HINT = (
+    "browser tests need Chromium + ChromeDriver: `sudo apt-get install chromium chromium-driver` "
+    "(set ASIT_REQUIRE_BROWSER=1 to make a missing browser an error)"
+)
+
+
+def tone(freq: float = 1000.0, seconds: float = 1.0, sr: int = 16000, channels: int = 1, amp: float = 0.3) -> np.ndarray:
+    """A sine tone, shape (samples,) or (samples, channels), float32."""
+    t = np.arange(int(seconds * sr)) / sr
+    x = (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return x if channels == 1 else np.repeat(x[:, None], channels, axis=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A random-initialised tiny ASiT model saved with save_pretrained (5 labels, attention pooling)."""
+    import torch
+
+    from asit_helpers import AsitForAudioClassification
+
+    torch.manual_seed(0)
+    model = AsitForAudioClassification.from_backbone("tiny", labels=LABELS)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny"
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def wav_file(tmp_path) -> Path:
+    path = tmp_path / "tone.wav"
+    sf.write(path, tone(seconds=2.0), 16000)
+    return path
+
+
+def _find_browser() -> tuple[str, str] | None:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver")
+    return (chromium, driver) if chromium and driver else None
+
+
+@pytest.fixture(scope="session")
+def browser_paths() -> tuple[str, str]:
+    found = _find_browser()
+    if found is None:
+        if os.environ.get("ASIT_REQUIRE_BROWSER") == "1":
+            pytest.fail("ASIT_REQUIRE_BROWSER=1 but Chromium/ChromeDriver were not found. " + BROWSER_HINT)
+        pytest.skip(BROWSER_HINT)
+    return found
+
+
+@pytest.fixture
+def make_chrome(browser_paths, tmp_path):
+    """Factory: ``make_chrome(fake_mic_wav=None)`` → a selenium Chrome driver (headless, loopback only).
+
+    With ``fake_mic_wav`` the page's getUserMedia gets that WAV as the microphone, and the permission prompt is
+    auto-accepted. Drivers are closed at the end of the test.
+    """
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver_path = browser_paths
+    drivers = []
+
+    def factory(fake_mic_wav: Path | None = None):
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = chromium
+        for flag in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1280,1000",
+            f"--user-data-dir={tmp_path / f'chrome-profile-{len(drivers)}'}",
+        ):
+            opts.add_argument(flag)
+        if fake_mic_wav is not None:
+            opts.add_argument("--use-fake-device-for-media-stream")
+            opts.add_argument("--use-fake-ui-for-media-stream")
+            opts.add_argument(f"--use-file-for-fake-audio-capture={fake_mic_wav}")
+        drv = webdriver.Chrome(service=Service(driver_path), options=opts)
+        drivers.append(drv)
+        return drv
+
+    yield factory
+    for drv in drivers:
+        try:
+            drv.quit()
+        except Exception:  # a crashed browser must not hide the test's own failure
+            pass
