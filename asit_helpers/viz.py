@@ -18,3 +18,271 @@ import numpy as np  # noqa: E402
 # ---- training and evaluation plots (learning curves, confusion heatmap) ------------------------------------
 
 # ---- prediction and attention plots (waveform + log-mel + attention over time, top-k bars, profiles) -------
+
+#: Attention curves, one colour per head: bright, saturated hues that stay visible on white, on black and on the
+#: spectrogram's dark colormap (each curve also gets a thin contrasting outline).
+HEAD_COLORS = ("#ff8c00", "#00c8ff", "#ff3fa4", "#b6e300", "#a070ff", "#00d68f", "#ffd400", "#ff5a36")
+
+
+def _theme(theme: str):
+    """Matplotlib style for ``theme`` ("light" or "dark"). Figures keep an opaque background either way, so a
+    light figure in a dark notebook (or the reverse) still has readable text."""
+    if theme not in ("light", "dark"):
+        raise ValueError(f"theme must be 'light' or 'dark', got {theme!r}")
+    return plt.style.context("dark_background" if theme == "dark" else "default")
+
+
+def _outline(theme: str):
+    import matplotlib.patheffects as pe
+
+    return [pe.Stroke(linewidth=3.2, foreground="black" if theme == "dark" else "white"), pe.Normal()]
+
+
+def _frame_geometry(pred) -> tuple[float, float]:
+    """(hop, receptive field) of a Prediction's frames in seconds, read off its frame centres
+    (centre_t = t·hop + field/2), so plots need no model."""
+    times = np.asarray(pred.frame_times_s, dtype=np.float64)
+    hop = float(times[1] - times[0]) if times.size > 1 else 0.02
+    return hop, float(2 * times[0]) if times.size else 0.025
+
+
+def attention_relative(pred) -> np.ndarray:
+    """Pooling weights `(heads, frames)` rescaled so 1.0 means "uniform over the clip".
+
+    Raw weights sum to 1, so their height shrinks as clips get longer; ×frames makes curves of different clips
+    comparable: 3 means "this frame got three times its fair share".
+    """
+    w = np.asarray(pred.weights, dtype=np.float64)
+    return w * w.shape[-1]
+
+
+def frame_energy_db(pred, samples: np.ndarray, sr: int = 16000) -> np.ndarray:
+    """RMS energy in dBFS of the samples each frame sees: `(frames,)`, aligned with ``pred.weights[h]``."""
+    hop, field = _frame_geometry(pred)
+    x = np.asarray(samples, dtype=np.float64)
+    starts = np.round(np.arange(len(pred.frame_times_s)) * hop * sr).astype(int)
+    width = max(1, int(round(field * sr)))
+    power = np.cumsum(np.concatenate([[0.0], x * x]))
+    ends = np.minimum(starts + width, x.size)
+    starts = np.minimum(starts, x.size)
+    mean_power = (power[ends] - power[starts]) / np.maximum(ends - starts, 1)
+    return 10 * np.log10(np.maximum(mean_power, 1e-10))
+
+
+def _shade_events(ax, events, theme: str) -> None:
+    for i, (onset, offset) in enumerate(events or ()):
+        ax.axvspan(onset, offset, color="#2ca02c" if theme == "light" else "#5fe35f", alpha=0.18, lw=0,
+                   label="true event" if i == 0 else None)
+
+
+def _draw_attention(ax, pred, theme: str, head_names=None):
+    """Attention curves (× uniform) on a twin y-axis of ``ax``; returns the twin axis."""
+    rel = attention_relative(pred)
+    twin = ax.twinx()
+    for h, curve in enumerate(rel):
+        name = head_names[h] if head_names else (f"head {h + 1}" if len(rel) > 1 else "attention")
+        line, = twin.plot(pred.frame_times_s, curve, color=HEAD_COLORS[h % len(HEAD_COLORS)], lw=1.8, label=name)
+        line.set_path_effects(_outline(theme))
+    twin.set_ylim(0, max(1.5, float(rel.max()) * 1.08))
+    twin.set_ylabel("attention (× uniform)")
+    return twin
+
+
+def _log_mel(samples: np.ndarray, sr: int = 16000, n_mels: int = 64, hop_s: float = 0.010, win_s: float = 0.025):
+    """Log-mel power spectrogram in dB: `(n_mels, frames)` and the bands' centre frequencies in Hz `(n_mels,)`.
+    Uses transformers' audio_utils (the same STFT/mel code as Whisper's feature extractor)."""
+    from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
+
+    win = int(round(win_s * sr))
+    n_fft = 1 << (win - 1).bit_length()
+    filters = mel_filter_bank(num_frequency_bins=n_fft // 2 + 1, num_mel_filters=n_mels, min_frequency=20.0,
+                              max_frequency=sr / 2, sampling_rate=sr, norm="slaney", mel_scale="slaney")
+    x = np.asarray(samples, dtype=np.float32)
+    if x.size < n_fft:
+        x = np.pad(x, (0, n_fft - x.size))
+    spec = spectrogram(x, window_function(win, "hann"), frame_length=win, hop_length=int(round(hop_s * sr)),
+                       fft_length=n_fft, power=2.0, mel_filters=filters, log_mel="dB", reference=1.0,
+                       min_value=1e-10, db_range=None)
+    mel_pts = np.linspace(_hz_to_mel(20.0), _hz_to_mel(sr / 2), n_mels + 2)[1:-1]
+    return spec, _mel_to_hz(mel_pts)
+
+
+def _hz_to_mel(f):
+    from transformers.audio_utils import hertz_to_mel
+
+    return hertz_to_mel(np.asarray(f, dtype=np.float64), mel_scale="slaney")
+
+
+def _mel_to_hz(m):
+    from transformers.audio_utils import mel_to_hertz
+
+    return mel_to_hertz(np.asarray(m, dtype=np.float64), mel_scale="slaney")
+
+
+def plot_attention(
+    pred,
+    samples: np.ndarray,
+    sr: int = 16000,
+    *,
+    events=None,
+    title: str | None = None,
+    theme: str = "light",
+    n_mels: int = 64,
+):
+    """Waveform and log-mel spectrogram of a clip with the model's attention over time drawn on both.
+
+    Args:
+        pred: a :class:`~asit_helpers.inference.Prediction` of ``samples``.
+        samples: `(samples,)` the audio that was classified, at ``sr`` Hz.
+        events: optional ``[(onset_s, offset_s), ...]`` true event windows, shaded in green.
+        theme: "light" or "dark".
+
+    Returns:
+        a Figure with two rows (waveform, spectrogram), sharing the time axis; one curve per pooling head.
+    """
+    x = np.asarray(samples, dtype=np.float32)
+    duration = x.size / sr
+    with _theme(theme):
+        fig, (ax_w, ax_s) = plt.subplots(2, 1, figsize=(10, 5.2), sharex=True, constrained_layout=True)
+        wave_color = "#4c72b0" if theme == "light" else "#9db8e8"
+        if x.size > 4000:  # min/max envelope: a 10-minute clip stays a fast, faithful plot
+            bins = np.array_split(x, 2000)
+            t = (np.cumsum([len(b) for b in bins]) - np.array([len(b) for b in bins]) / 2) / sr
+            ax_w.fill_between(t, [b.min() for b in bins], [b.max() for b in bins], color=wave_color, lw=0)
+        else:
+            ax_w.plot(np.arange(x.size) / sr, x, color=wave_color, lw=0.6)
+        _shade_events(ax_w, events, theme)
+        ax_w.set_ylabel("amplitude")
+        ax_w.set_xlim(0, duration)
+        twin = _draw_attention(ax_w, pred, theme)
+        handles = ax_w.get_legend_handles_labels()
+        handles2 = twin.get_legend_handles_labels()
+        ax_w.legend(handles[0] + handles2[0], handles[1] + handles2[1], loc="upper right", fontsize=8, framealpha=0.7)
+
+        spec, freqs_hz = _log_mel(x, sr, n_mels=n_mels)
+        ax_s.imshow(spec, origin="lower", aspect="auto", cmap="magma", extent=(0, duration, 0, n_mels),
+                    vmin=spec.max() - 80, vmax=spec.max())
+        ticks = np.linspace(0, n_mels - 1, 5).astype(int)
+        ax_s.set_yticks(ticks + 0.5, [f"{freqs_hz[i] / 1000:.1f}" for i in ticks])
+        ax_s.set_ylabel("mel band (kHz)")
+        ax_s.set_xlabel("time (s)")
+        _draw_attention(ax_s, pred, theme)
+        for ev in events or ():
+            for edge in ev:
+                ax_s.axvline(edge, color="#5fe35f", lw=1.2, ls="--")
+        source = str(pred.source).replace("\\", "/").rsplit("/", 1)[-1]
+        heading = title or f"{source}: {pred.label} ({pred.score:.0%})"
+        ax_w.set_title(heading)
+    return fig
+
+
+def plot_top_k(pred, *, ax=None, theme: str = "light"):
+    """Horizontal bars of the top-k class probabilities, best on top. Returns the Figure."""
+    names = [n for n, _ in pred.top_k][::-1]
+    probs = np.array([p for _, p in pred.top_k][::-1])
+    with _theme(theme):
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(6, 0.45 * len(names) + 1.0), constrained_layout=True)
+        else:
+            fig = ax.figure
+        colors = ["#8c8c8c"] * (len(names) - 1) + [HEAD_COLORS[0]]
+        ax.barh(names, probs, color=colors)
+        for i, p in enumerate(probs):
+            ax.text(min(p + 0.01, 0.9), i, f"{p:.1%}", va="center", fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("probability")
+        ax.set_title(f"top-{len(names)}: {pred.label}")
+    return fig
+
+
+def attention_profiles(predictions, labels, n_bins: int = 50) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Average attention curve per class on a common relative-time grid.
+
+    Args:
+        predictions: Predictions (clips of any length); heads are averaged.
+        labels: the true class of each clip (same order).
+        n_bins: points on the 0 → 1 (start → end of clip) grid.
+
+    Returns:
+        ``(class_names, profiles, grid)``: profiles `(classes, n_bins)` in "× uniform" units, grid `(n_bins,)`.
+    """
+    grid = (np.arange(n_bins) + 0.5) / n_bins
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    for pred, label in zip(predictions, labels):
+        curve = attention_relative(pred).mean(axis=0)
+        rel_t = np.asarray(pred.frame_times_s) / max(float(pred.duration_s), 1e-9)
+        resampled = np.interp(grid, rel_t, curve)
+        sums[label] = sums.get(label, 0) + resampled
+        counts[label] = counts.get(label, 0) + 1
+    names = sorted(sums)
+    if not names:
+        raise ValueError("attention_profiles needs at least one prediction")
+    return names, np.stack([sums[n] / counts[n] for n in names]), grid
+
+
+def plot_attention_profiles(predictions, labels, *, n_bins: int = 50, theme: str = "light"):
+    """Heatmap of each class's average attention over (relative) clip time: where in a clip does the model look
+    for a dog, for rain? Rows are classes, colour is attention × uniform (1 = no preference)."""
+    names, profiles, grid = attention_profiles(predictions, labels, n_bins)
+    with _theme(theme):
+        fig, ax = plt.subplots(figsize=(9, 0.32 * len(names) + 1.6), constrained_layout=True)
+        im = ax.imshow(profiles, aspect="auto", cmap="viridis", extent=(0, 1, len(names), 0), vmin=0)
+        ax.set_yticks(np.arange(len(names)) + 0.5, names)
+        ax.set_xlabel("position in clip (0 = start, 1 = end)")
+        ax.set_title("average attention per class")
+        fig.colorbar(im, ax=ax, label="attention (× uniform)")
+    return fig
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation (ties broken by order; fine for continuous values). NaN for constant input."""
+    ra = np.argsort(np.argsort(a)).astype(np.float64)
+    rb = np.argsort(np.argsort(b)).astype(np.float64)
+    if ra.std() == 0 or rb.std() == 0 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def plot_attention_vs_energy(pred, samples: np.ndarray, sr: int = 16000, *, theme: str = "light"):
+    """Does the model just follow loudness? Left: frame energy and attention over time; right: one dot per frame,
+    energy (dBFS) against attention, with the Spearman correlation in the title. A high ρ means attention tracks
+    energy; a model that found the *sound* (not the loudest part) can score well with a modest ρ."""
+    energy = frame_energy_db(pred, samples, sr)
+    attn = attention_relative(pred).mean(axis=0)
+    rho = spearman(energy, attn)
+    with _theme(theme):
+        fig, (ax_t, ax_s) = plt.subplots(1, 2, figsize=(11, 3.6), constrained_layout=True,
+                                         gridspec_kw={"width_ratios": [2, 1]})
+        ax_t.plot(pred.frame_times_s, energy, color="#8c8c8c", lw=1, label="energy (dBFS)")
+        ax_t.set_xlabel("time (s)")
+        ax_t.set_ylabel("energy (dBFS)")
+        twin = _draw_attention(ax_t, pred, theme)
+        h1, l1 = ax_t.get_legend_handles_labels()
+        h2, l2 = twin.get_legend_handles_labels()
+        ax_t.legend(h1 + h2, l1 + l2, loc="upper right", fontsize=8, framealpha=0.7)
+        sc = ax_s.scatter(energy, attn, c=pred.frame_times_s, cmap="viridis", s=10)
+        ax_s.set_xlabel("frame energy (dBFS)")
+        ax_s.set_ylabel("attention (× uniform, mean of heads)")
+        ax_s.set_title(f"Spearman ρ = {rho:.2f}")
+        fig.colorbar(sc, ax=ax_s, label="time (s)")
+    return fig
+
+
+def save_figure(fig, path, dpi: int = 110):
+    """Write a figure as PNG atomically (temp file + rename: an interrupted run leaves no half-written image)."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, facecolor=fig.get_facecolor())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
