@@ -10,7 +10,7 @@ else
 endif
 PY := $(BIN)/python
 
-.PHONY: install demo test test-fast bench serve clean
+.PHONY: install demo test test-fast bench serve test-serve clean
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -31,6 +31,10 @@ bench: install
 
 serve: install
 	$(PY) -m asit_helpers.cli serve $(CHECKPOINT)
+
+# The server's tests alone, with the load test's figures printed (also saved to bench/results/serve_load.json)
+test-serve: install
+	$(PY) -m pytest tests/test_serve.py tests/test_serve_live.py tests/test_serve_browser.py -s -q
 
 clean:
 	rm -rf outputs .pytest_cache

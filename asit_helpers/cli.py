@@ -1,6 +1,9 @@
 """``asit`` — the command line. Each subcommand is a thin call into the package's modules.
 
     asit predict CHECKPOINT FILE... [--json] [--top-k K]
+    asit synth OUT [--clips-per-class N] [--seed S]
+    asit download RECIPE_OR_SLUG OUT
+    asit preprocess DATA_DIR --out CACHE [--classes MAPPING] [--json]
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     results = []
     for path in args.files:
         try:
-            pred = predict(model, path, top_k=args.top_k)
+            pred = predict(model, path, top_k=args.top_k, precision="fp32" if args.fp32 else "auto")
         except AudioError as exc:
             failures += 1
             print(f"error: {exc}", file=sys.stderr)
@@ -40,6 +43,107 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    serve(args.checkpoint, host=args.host, port=args.port, threads=args.threads, max_upload_mb=args.max_upload_mb,
+          max_seconds=args.max_seconds, cors_origins=args.cors_origin or None, batching=args.batching)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    kwargs = dict(preset=args.preset, pooling=args.pooling, mode=args.mode, epochs=args.epochs,
+                  batch_size=args.batch_size, seed=args.seed, balance=args.balance, grad_accum=args.grad_accum,
+                  gradient_checkpointing=args.gradient_checkpointing, mixed_precision=args.mixed_precision)
+    if args.lr_head is not None:
+        kwargs["lr_head"] = args.lr_head
+    if args.lr_backbone is not None:
+        kwargs["lr_backbone"] = args.lr_backbone
+    if args.top_layers is not None:
+        kwargs["top_layers"] = args.top_layers
+    if args.early_stopping is not None:
+        kwargs["early_stopping"] = args.early_stopping
+    if args.no_augment:
+        kwargs["augment"] = None
+    if args.no_fast:
+        kwargs["fast"] = False
+    result = train(args.cache, args.out, model=args.init, resume=args.resume, overwrite=args.overwrite,
+                   device=args.device, copy_to=args.copy_to, **kwargs)
+    best = {k: round(v, 4) for k, v in result.best_metrics.items()}
+    print(f"best epoch {result.best_epoch}: {best}; checkpoint {result.checkpoint} ({result.seconds:.0f} s)")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+
+    report = evaluate(args.checkpoint, args.cache, split=None if args.split == "all" else args.split,
+                      batch_size=args.batch_size, device=args.device, progress=not args.json)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+        return 0
+    print(f"{args.checkpoint} on {args.split} ({len(report.clips)} clips): accuracy {report.accuracy:.4f}, "
+          f"macro-F1 {report.macro_f1:.4f}")
+    if report.attention_in_event is not None:
+        print(f"pooling weight inside the event window: {report.attention_in_event:.3f} "
+              f"(chance {report.attention_chance:.3f})")
+    if report.low_snr_accuracy is not None:
+        print(f"accuracy at the lowest SNR level ({report.by_snr.iloc[0]['snr_db']} dB): {report.low_snr_accuracy:.4f}")
+    print(report.per_class.round(3).to_string())
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from .synth import make_soundscapes
+
+    events = make_soundscapes(args.out, clips_per_class=args.clips_per_class, seed=args.seed)
+    print(f"{len(events)} clips in {events['label'].nunique()} classes written to {args.out} "
+          f"(true event times in {Path(args.out) / 'events.csv'})")
+    return 0
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from .sources import KaggleCredentialsError, download
+
+    try:
+        path = download(args.dataset, args.out, force=args.force)
+    except KaggleCredentialsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.dataset}: {path}\nnext: asit preprocess {path} --out CACHE_DIR")
+    return 0
+
+
+def _cmd_preprocess(args: argparse.Namespace) -> int:
+    from .data import preprocess
+
+    report = preprocess(args.data_dir, args.out, classes=args.classes, clip_seconds=args.clip_seconds,
+                        workers=args.workers, seed=args.seed, min_clips=args.min_clips, top_n=args.top_n,
+                        recipe=args.recipe, progress=not args.json)
+    print(json.dumps(report.to_dict(), indent=1) if args.json else report.summary())
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .notebooks import run_suite, suite_summary
+
+    try:
+        import papermill as pm
+    except ImportError:
+        print("error: `asit demo` runs the notebooks with papermill: pip install 'asit-helpers[test]'", file=sys.stderr)
+        return 2
+    try:
+        results = run_suite(args.out, notebooks=args.only, smoke=args.smoke)
+    except pm.PapermillExecutionError as exc:
+        print(f"error: a notebook failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
+              f"the partly executed notebook is in {Path(args.out) / 'notebooks'}", file=sys.stderr)
+        return 1
+    print(suite_summary(args.out, results))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asit", description="ASiT: audio event classification with attention pooling")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -50,16 +154,102 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--json", action="store_true", help="print JSON (one object, or a list for several files)")
     p.add_argument("--no-weights", action="store_true", help="leave pooling weights out of the JSON")
+    p.add_argument("--fp32", action="store_true",
+                   help="run the backbone in float32 (default: bf16 where the CPU/GPU supports it natively)")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("serve", help="serve the web page and JSON API (waitress; 127.0.0.1 by default)")
+    p.add_argument("checkpoint", type=Path, help="checkpoint directory (save_pretrained format)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--threads", type=int, default=4, help="waitress worker threads")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="larger request bodies get 413")
+    p.add_argument("--max-seconds", type=float, default=120.0, help="longer audio gets 422")
+    p.add_argument("--cors-origin", action="append", default=[],
+                   help="allow this origin to call the API from its pages (repeatable; '*' for any); default none")
+    p.add_argument("--batching", choices=["lock", "micro"], default="lock",
+                   help="concurrency: a lock around the model (default) or a micro-batching queue")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("train", help="train a classifier on a preprocessed cache (checkpoint in --out)")
+    p.add_argument("cache", type=Path, help="cache directory (asit preprocess)")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint directory, e.g. checkpoints/NAME")
+    p.add_argument("--preset", default="tiny", help="backbone: tiny, base, base-random, a Hub id or a directory")
+    p.add_argument("--init", type=Path, default=None, help="fine-tune this checkpoint instead of a new model")
+    p.add_argument("--pooling", choices=["attention", "multihead", "mean"], default="attention")
+    p.add_argument("--mode", choices=["head", "partial", "full"], default="full",
+                   help="head: backbone frozen (cached-embedding fast path); partial: top layers; full")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--grad-accum", type=int, default=1, help="batches per optimiser step")
+    p.add_argument("--lr-head", type=float, default=None)
+    p.add_argument("--lr-backbone", type=float, default=None)
+    p.add_argument("--top-layers", type=int, default=None, help="layers trained in partial mode (default 2)")
+    p.add_argument("--balance", choices=["none", "weights", "sampler"], default="none",
+                   help="class imbalance: weighted loss or balanced sampling")
+    p.add_argument("--early-stopping", type=int, default=None, metavar="EPOCHS", help="patience")
+    p.add_argument("--no-augment", action="store_true", help="no waveform augmentation")
+    p.add_argument("--no-fast", action="store_true", help="head mode: run the backbone every epoch (no embedding cache)")
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--mixed-precision", choices=["auto", "no", "bf16", "fp16"], default="auto")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--overwrite", action="store_true", help="start over although --out holds a run")
+    p.add_argument("--copy-to", type=Path, default=None, help="mirror the checkpoint here too (e.g. Google Drive)")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="accuracy, macro-F1, per-class scores, attention localisation")
+    p.add_argument("checkpoint", type=Path, help="checkpoint directory")
+    p.add_argument("cache", type=Path, help="cache directory")
+    p.add_argument("--split", choices=["train", "val", "test", "all"], default="test")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("synth", help="generate the synthetic soundscape dataset (22 classes, true event times)")
+    p.add_argument("out", type=Path, help="output folder (Category/class/clip.wav + events.csv)")
+    p.add_argument("--clips-per-class", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("download", help="download a dataset: esc50 / esc22 / urbansound8k or any Kaggle slug")
+    p.add_argument("dataset", help="recipe name (esc50, esc22, urbansound8k) or Kaggle slug owner/dataset")
+    p.add_argument("out", type=Path, help="folder to download into")
+    p.add_argument("--force", action="store_true", help="download again even if cached (Kaggle)")
+    p.set_defaults(func=_cmd_download)
+
+    p = sub.add_parser("preprocess", help="scan, map classes, split and decode a dataset into a cache (resumable)")
+    p.add_argument("data_dir", type=Path, help="dataset folder (Category/class/clip, ESC-50, UrbanSound8K) or CSV")
+    p.add_argument("--out", type=Path, required=True, help="cache folder")
+    p.add_argument("--classes", help="class map: YAML/JSON file (keep / merge / rename / min_clips / top_n)")
+    p.add_argument("--clip-seconds", type=float, default=5.0)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0, help="split seed")
+    p.add_argument("--min-clips", type=int, default=0, help="drop classes with fewer clips")
+    p.add_argument("--top-n", type=int, default=None, help="keep the N most frequent classes")
+    p.add_argument("--recipe", default="auto", choices=["auto", "folder", "esc50", "urbansound8k"])
+    p.add_argument("--json", action="store_true", help="print one JSON object (kept, rejected, classes, splits)")
+    p.set_defaults(func=_cmd_preprocess)
+
+    p = sub.add_parser("demo", help="run the notebook suite 01-06 offline (synthetic data, tiny preset) into --out")
+    p.add_argument("--out", type=Path, default=Path("outputs"), help="workspace: executed notebooks, figures, data")
+    p.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="run these notebooks only (names as in notebooks/)")
+    p.add_argument("--smoke", action="store_true", help="seconds-long training (what CI runs)")
+    p.set_defaults(func=_cmd_demo)
 
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights 69/69" bars are noise on a command line
     try:
         return int(args.func(args) or 0)
-    except (AudioError, FileNotFoundError, ValueError) as exc:
+    except (AudioError, FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -6,10 +6,20 @@ clip gets the same answer, the same top-k and the same attention curve wherever 
 Audio longer than the model's window (``config.clip_seconds``, 5 s) is cut into equal, half-overlapping windows
 (the last aligned to the end, so no window is padded); each window is classified, the clip's probabilities are
 the mean over windows, and the windows' attention curves are stitched into one curve over the whole clip.
+
+Precision (the fast path, issue 7): with ``precision="auto"`` (the default) the backbone runs in bfloat16 where the
+hardware has native bf16 matrix instructions: on a CPU with AVX512-BF16 or AMX (detected at run time) through a
+cached bf16 copy of the backbone, on a CUDA GPU through autocast. Everywhere else it runs in float32. The pooling,
+the head and the softmax always run in float32, so the attention curve and the probabilities keep full precision.
+``precision="fp32"`` (``asit predict --fp32``) forces the float32 reference. ``bench/latency.py`` measures the
+speed-up and the top-1 agreement with float32 that justify this default.
 """
 
 from __future__ import annotations
 
+import copy
+import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,7 +28,7 @@ import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE, AudioError, AudioSource, load_audio, resample, window_starts
-from .model import AsitForAudioClassification, load_model
+from .model import AsitClassifierOutput, AsitForAudioClassification, load_model
 
 #: Audio longer than this is refused by predict (seconds): a 10-minute clip is 239 windows of 5 s.
 DEFAULT_MAX_SECONDS = 600.0
@@ -48,6 +58,7 @@ class Prediction:
         duration_s: length of the audio.
         windows: one :class:`WindowPrediction` per window (a single entry for a clip within one window).
         source: the file name, or ``"<array>"``.
+        precision: what the backbone ran in: ``"fp32"`` or ``"bf16"`` (see :func:`resolve_precision`).
     """
 
     label: str
@@ -59,6 +70,7 @@ class Prediction:
     duration_s: float
     windows: list[WindowPrediction] = field(default_factory=list)
     source: str = "<array>"
+    precision: str = "fp32"
 
     def to_dict(self, include_weights: bool = True) -> dict[str, Any]:
         """JSON-ready: the shape the CLI's ``--json`` and the server's ``/predict`` return."""
@@ -68,6 +80,7 @@ class Prediction:
             "score": round(float(self.score), 6),
             "top_k": [{"label": name, "score": round(float(p), 6)} for name, p in self.top_k],
             "duration_s": round(float(self.duration_s), 4),
+            "precision": self.precision,
             "windows": [
                 {
                     "start_s": round(w.start_s, 4),
@@ -132,6 +145,109 @@ def _stitch_weights(
     return acc.astype(np.float32), times
 
 
+# -- precision: the fast path ---------------------------------------------------------------------------------------
+
+#: What ``predict(..., precision=...)`` accepts.
+PRECISIONS = ("auto", "fp32", "bf16")
+_DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX tiles), detected at run time.
+
+    Without those instructions oneDNN emulates bf16 through float32 and is *slower* than float32, so ``"auto"`` must
+    not pick bf16 there. The probes are private torch functions (torch >= 2.1); if they are missing, the answer is
+    False: the safe fallback is float32.
+    """
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    for name in probes:
+        probe = getattr(torch.cpu, name, None)
+        try:
+            if probe is not None and bool(probe()):
+                return True
+        except Exception:  # a probe that breaks on an odd platform means "unknown", i.e. fall back to fp32
+            continue
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """``"auto"`` → ``"bf16"`` where ``device`` has native bf16 matrix units, else ``"fp32"``; others pass through.
+
+    Raises:
+        ValueError: an unknown precision name.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    device = torch.device(device)
+    if device.type == "cpu":
+        return "bf16" if cpu_supports_bf16() else "fp32"
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "fp32"
+
+
+# model -> (fingerprint of its backbone weights, bf16 copy). Weak keys: the copy goes when the model goes.
+_BF16_COPIES: "weakref.WeakKeyDictionary[AsitForAudioClassification, tuple[tuple, AsitForAudioClassification]]"
+_BF16_COPIES = weakref.WeakKeyDictionary()
+_BF16_LOCK = threading.Lock()  # the server classifies on several threads: build each copy once
+
+
+def _weights_fingerprint(model: AsitForAudioClassification) -> tuple:
+    """Changes when any backbone weight is replaced (new storage) or updated in place (version counter): a copy
+    made before more training or a ``load_state_dict`` is never reused."""
+    return tuple((p.data_ptr(), p._version) for p in model.backbone.parameters())
+
+
+def bf16_copy(model: AsitForAudioClassification) -> AsitForAudioClassification:
+    """A cached bfloat16 copy of ``model`` (eval mode) for the CPU fast path; rebuilt when the weights change.
+
+    A copy rather than autocast: autocast re-casts every weight on every call (a measurable share of the time at
+    batch 1), while the copy casts once. It costs 2 bytes per parameter (~190 MB for wav2vec2-base).
+    """
+    key = _weights_fingerprint(model)
+    with _BF16_LOCK:
+        cached = _BF16_COPIES.get(model)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        # Built outside inference mode: a copy made inside predict's inference_mode would hold inference tensors,
+        # which some later uses (no_grad code, dispatch modes such as FlopCounterMode) cannot handle.
+        with torch.inference_mode(False), torch.no_grad():
+            fast = copy.deepcopy(model).to(torch.bfloat16).eval().requires_grad_(False)
+        _BF16_COPIES[model] = (key, fast)
+        return fast
+
+
+def classify_batch(
+    model: AsitForAudioClassification,
+    input_values: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    precision: str = "fp32",
+) -> AsitClassifierOutput:
+    """One forward pass with the backbone in ``precision`` (``"fp32"`` or ``"bf16"``, already resolved).
+
+    The pooling, head and everything after run in the model's own float32, on float32 hidden states.
+
+    Args:
+        input_values: `(batch, samples)` as the feature extractor returns them. attention_mask: `(batch, samples)`.
+
+    Returns:
+        the model's :class:`AsitClassifierOutput` (logits `(batch, num_labels)`, pooling_weights `(batch, heads,
+        frames)`, ...).
+    """
+    if precision == "fp32" or model.dtype != torch.float32:
+        return model(input_values, attention_mask=attention_mask)
+    if precision != "bf16":
+        raise ValueError(f"classify_batch takes a resolved precision ('fp32' or 'bf16'), got {precision!r}")
+    if model.device.type == "cpu":
+        hidden, frame_mask = bf16_copy(model).encode(input_values.to(torch.bfloat16), attention_mask)
+    else:  # on GPUs autocast is the well-trodden way, and weight re-casts are cheap there
+        with torch.autocast(model.device.type, dtype=torch.bfloat16):
+            hidden, frame_mask = model.encode(input_values, attention_mask)
+    return model.classify_hidden(hidden.float(), frame_mask)
+
+
 @torch.inference_mode()
 def predict(
     model: AsitForAudioClassification | str | Path,
@@ -142,6 +258,8 @@ def predict(
     hop_s: float | None = None,
     batch_size: int = 8,
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
+    precision: str = "auto",
+    forward: Any = None,
 ) -> Prediction:
     """Classify one clip.
 
@@ -153,6 +271,10 @@ def predict(
         hop_s: step between windows for long audio (default: half the window).
         batch_size: windows per forward pass.
         max_seconds: refuse longer audio with :class:`AudioError` (``None``: no limit).
+        precision: ``"auto"`` (bf16 backbone where the CPU/GPU has native bf16, else fp32), ``"fp32"`` (the
+            reference; ``asit predict --fp32``) or ``"bf16"``. See :func:`resolve_precision`.
+        forward: replaces :func:`classify_batch` (same signature) for the forward passes; ``asit serve``'s
+            micro-batching queue uses it to merge concurrent requests. Default: :func:`classify_batch`.
 
     Returns:
         a :class:`Prediction`.
@@ -161,6 +283,7 @@ def predict(
         AudioError: unreadable, empty or too long audio (naming the source), or shorter than one frame (25 ms).
     """
     model = load_model(model) if not isinstance(model, AsitForAudioClassification) else model
+    precision = resolve_precision(precision, model.device)
     samples, source = _as_samples(audio, sr, max_seconds)
     if samples.size < model.config.receptive_field:
         raise AudioError(source, f"too short: {samples.size / SAMPLE_RATE * 1000:.0f} ms; need at least 25 ms")
@@ -174,9 +297,11 @@ def predict(
     probs, weights = [], []
     for i in range(0, len(pieces), batch_size):
         batch = extractor(pieces[i : i + batch_size], sampling_rate=SAMPLE_RATE, return_tensors="pt")
-        out = model(
+        out = (forward or classify_batch)(  # the server passes its micro-batching queue here
+            model,
             batch["input_values"].to(device),
             attention_mask=batch["attention_mask"].to(device),
+            precision=precision,
         )
         probs.append(torch.softmax(out.logits.float(), dim=-1).cpu().numpy())
         weights.append(out.pooling_weights.float().cpu().numpy())
@@ -209,4 +334,5 @@ def predict(
         duration_s=samples.size / SAMPLE_RATE,
         windows=windows,
         source=source,
+        precision=precision if model.dtype == torch.float32 else _DTYPE_NAMES.get(model.dtype, str(model.dtype)),
     )

@@ -360,6 +360,10 @@ class AsitForAudioClassification(AsitPreTrainedModel):
         if front_end is not None:
             for p in front_end.parameters():
                 p.requires_grad = False
+            # HF's encoder otherwise marks its input as requiring grad in training mode, so backward would
+            # still run through every conv layer (to an input nobody needs): ~30% of a CPU training step
+            if hasattr(front_end, "_freeze_parameters"):
+                front_end._freeze_parameters()
 
     def freeze_backbone(self) -> None:
         """Freeze the whole encoder: only the pooling and head (and layer weights) train."""

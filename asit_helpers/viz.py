@@ -15,7 +15,243 @@ import numpy as np  # noqa: E402
 
 # ---- data plots (clips per class/split, durations, waveforms, spectrograms, players) ------------------------
 
+SPLIT_ORDER = ("train", "val", "test")
+SPLIT_COLORS = {"train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c"}
+
+
+def _manifest_of(data):
+    """A manifest DataFrame from an ``AudioCache``, a ``PreprocessReport`` (its ``kept``) or a DataFrame."""
+    import pandas as pd
+
+    if isinstance(data, pd.DataFrame):
+        return data
+    for attr in ("manifest", "kept"):
+        if hasattr(data, attr):
+            return getattr(data, attr)
+    raise TypeError(f"expected an AudioCache, a PreprocessReport or a manifest DataFrame, got {type(data).__name__}")
+
+
+def plot_class_counts(data, *, theme: str = "light"):
+    """Clips per class, one bar per split (seaborn), classes grouped by category, in label-id order when known.
+
+    Args:
+        data: an ``AudioCache``, a ``PreprocessReport`` or a manifest DataFrame (``label``; ``split``,
+            ``category``, ``label_id`` optional).
+    """
+    import seaborn as sns
+
+    df = _manifest_of(data).copy()
+    if df.empty:
+        raise ValueError("the manifest is empty: nothing to plot")
+    if "split" not in df:
+        df["split"] = "all"
+    order = (df.sort_values("label_id") if "label_id" in df else df.sort_values("label"))["label"].drop_duplicates().tolist()
+    splits = [s for s in SPLIT_ORDER if s in set(df["split"])] + sorted(set(df["split"]) - set(SPLIT_ORDER))
+    with _theme(theme):
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.42 * len(order) + 2), 4.2), constrained_layout=True)
+        sns.countplot(data=df, x="label", hue="split", order=order, hue_order=splits, ax=ax,
+                      palette={s: SPLIT_COLORS.get(s, "#7f7f7f") for s in splits})
+        ax.set(xlabel="", ylabel="clips")
+        ax.set_title(f"clips per class and split ({len(df)} clips, {len(order)} classes)", pad=20)
+        ax.tick_params(axis="x", labelrotation=90)
+        if "category" in df:
+            cats = df.drop_duplicates("label").set_index("label")["category"].reindex(order).fillna("").tolist()
+            for i in range(1, len(order)):  # a thin divider where the category changes
+                if cats[i] != cats[i - 1]:
+                    ax.axvline(i - 0.5, color="#888888", lw=0.8, ls=":")
+            starts = [i for i in range(len(order)) if i == 0 or cats[i] != cats[i - 1]]
+            for j, s in enumerate(starts):
+                end = starts[j + 1] if j + 1 < len(starts) else len(order)
+                ax.text((s + end - 1) / 2, 1.01, cats[s], transform=ax.get_xaxis_transform(), ha="center",
+                        va="bottom", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def plot_durations(data, *, clip_seconds: float | None = 5.0, bins: int = 40, theme: str = "light"):
+    """Histogram of the source files' durations (seconds), with the cache's clip length marked.
+
+    Files longer than ``clip_seconds`` are cropped in the cache (their loudest window), shorter ones zero-padded.
+    """
+    import seaborn as sns
+
+    df = _manifest_of(data)
+    if "duration_s" not in df or df["duration_s"].dropna().empty:
+        raise ValueError("no durations in this manifest (preprocess fills duration_s)")
+    with _theme(theme):
+        fig, ax = plt.subplots(figsize=(7, 3.4), constrained_layout=True)
+        sns.histplot(df["duration_s"].dropna(), bins=bins, ax=ax, color="#1f77b4")
+        if clip_seconds:
+            ax.axvline(clip_seconds, color="#d62728", ls="--", lw=1.5, label=f"clip length {clip_seconds:g} s")
+            ax.legend()
+        ax.set(xlabel="duration (s)", ylabel="files", title=f"file durations (median {df['duration_s'].median():.2f} s)")
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def _example_rows(df, indices, n: int, seed: int):
+    if indices is not None:
+        return [int(i) for i in indices]
+    rng = np.random.default_rng(seed)
+    labels = df["label"].drop_duplicates().tolist()
+    picked = rng.choice(len(labels), size=min(n, len(labels)), replace=False)
+    return [int(rng.choice(np.flatnonzero(df["label"].to_numpy() == labels[k]))) for k in sorted(picked)]
+
+
+def plot_examples(cache, indices=None, *, n: int = 4, seed: int = 0, theme: str = "light"):
+    """Example clips: waveform above its log-mel spectrogram, the true event window shaded where known.
+
+    Args:
+        cache: an ``AudioCache``.
+        indices: rows to show (default: ``n`` clips of different classes, chosen with ``seed``).
+    """
+    df = cache.manifest
+    rows = _example_rows(df, indices, n, seed)
+    if not rows:
+        raise ValueError("no clips to show")
+    sr = cache.sample_rate
+    with _theme(theme):
+        fig, axes = plt.subplots(2, len(rows), figsize=(3.6 * len(rows), 4.6), squeeze=False,
+                                 gridspec_kw={"height_ratios": [1, 1.6]}, constrained_layout=True)
+        for col, i in enumerate(rows):
+            x = cache.audio(i)[: int(cache.lengths[i])]
+            t = np.arange(x.size) / sr
+            ax_w, ax_s = axes[0, col], axes[1, col]
+            ax_w.plot(t, x, lw=0.5, color="#1f77b4" if theme == "light" else "#7fc8ff")
+            ax_w.set(xlim=(0, max(t[-1], 1e-3)), title=f"{df['label'].iloc[i]} ({df['split'].iloc[i]})")
+            ax_w.set_xticklabels([])
+            spec, centres = _log_mel(x, sr)
+            ax_s.imshow(spec, origin="lower", aspect="auto", cmap="magma", extent=(0, x.size / sr, 0, spec.shape[0]),
+                        vmin=float(spec.max()) - 80, vmax=float(spec.max()))
+            ticks = np.linspace(0, spec.shape[0] - 1, 5).astype(int)
+            ax_s.set_yticks(ticks + 0.5, [f"{centres[k] / 1000:.1f}" for k in ticks])
+            ax_s.set(xlabel="time (s)", ylabel="kHz (mel)" if col == 0 else "")
+            onset, offset = df["event_onset_s"].iloc[i], df["event_offset_s"].iloc[i]
+            if np.isfinite(onset) and np.isfinite(offset):
+                _shade_events(ax_w, [(onset, offset)], theme)
+                for ax in (ax_s,):
+                    for edge in (onset, offset):
+                        ax.axvline(edge, color="#5fe35f", lw=1.2, ls="--")
+    return fig
+
+
+def audio_player(samples: np.ndarray, sr: int = 16000):
+    """An ``IPython.display.Audio`` player for a signal (no file written)."""
+    from IPython.display import Audio
+
+    return Audio(np.asarray(samples, dtype=np.float32), rate=sr, normalize=True)
+
+
+def audio_players(cache, indices=None, *, n: int = 4, seed: int = 0):
+    """A small HTML table of labelled audio players (class, category, split, event window) for cache rows.
+
+    Returns an ``IPython.display.HTML``; display it in a notebook.
+    """
+    import html
+
+    from IPython.display import HTML
+
+    df = cache.manifest
+    rows = _example_rows(df, indices, n, seed)
+    cells = []
+    for i in rows:
+        player = audio_player(cache.audio(i)[: int(cache.lengths[i])], cache.sample_rate)._repr_html_()
+        onset, offset = df["event_onset_s"].iloc[i], df["event_offset_s"].iloc[i]
+        event = f"{onset:.2f}–{offset:.2f} s" if np.isfinite(onset) and np.isfinite(offset) else "—"
+        cells.append(
+            "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (i, df["label"].iloc[i], df["category"].iloc[i],
+                                                                         df["split"].iloc[i], event))
+            + f"<td>{player}</td></tr>"
+        )
+    head = "".join(f"<th>{h}</th>" for h in ("row", "class", "category", "split", "event", "listen"))
+    return HTML(f"<table><tr>{head}</tr>{''.join(cells)}</table>")
+
+
 # ---- training and evaluation plots (learning curves, confusion heatmap) ------------------------------------
+
+
+def plot_learning_curves(history, *, theme: str = "light"):
+    """Loss (train / val) and validation accuracy / macro-F1 per epoch.
+
+    Args:
+        history: ``TrainResult.history`` (a list of per-epoch dicts) or a DataFrame of it.
+    """
+    import pandas as pd
+
+    h = history if isinstance(history, pd.DataFrame) else pd.DataFrame(list(history))
+    if h.empty:
+        raise ValueError("the history is empty: nothing to plot")
+    with _theme(theme):
+        fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
+        ax_loss.plot(h["epoch"], h["train_loss"], "o-", label="train")
+        if "val_loss" in h:
+            ax_loss.plot(h["epoch"], h["val_loss"], "s--", label="validation")
+        ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+        ax_loss.legend()
+        for key, style, name in (("train_accuracy", "o:", "train accuracy"), ("val_accuracy", "s-", "val accuracy"),
+                                 ("val_macro_f1", "^--", "val macro-F1")):
+            if key in h:
+                ax_metric.plot(h["epoch"], h[key], style, label=name)
+        ax_metric.set(xlabel="epoch", ylabel="score", ylim=(0, 1.02), title="metrics")
+        ax_metric.legend(loc="lower right")
+        for ax in (ax_loss, ax_metric):
+            ax.grid(alpha=0.3)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+    return fig
+
+
+def plot_confusion(report, *, normalize: bool = True, theme: str = "light", annotate: bool | None = None):
+    """Confusion heatmap (seaborn) from an evaluation report: rows = true class, columns = predicted.
+
+    Args:
+        report: an ``EvalReport`` (or a dict with ``confusion`` and ``labels``, e.g. ``report.to_dict()``).
+        normalize: show each row as shares of the true class (recall on the diagonal) instead of counts.
+        annotate: write the numbers in the cells (default: when there are at most 25 classes).
+    """
+    import seaborn as sns
+
+    confusion = np.asarray(report["confusion"] if isinstance(report, dict) else report.confusion, dtype=float)
+    labels = list(report["labels"] if isinstance(report, dict) else report.labels)
+    if normalize:
+        confusion = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    annotate = len(labels) <= 25 if annotate is None else annotate
+    size = max(4.5, 0.38 * len(labels) + 2)
+    with _theme(theme):
+        fig, ax = plt.subplots(figsize=(size + 1, size), constrained_layout=True)
+        sns.heatmap(
+            confusion, ax=ax, cmap="viridis", square=True, xticklabels=labels, yticklabels=labels,
+            vmin=0, vmax=1 if normalize else None, annot=annotate, fmt=".2f" if normalize else ".0f",
+            annot_kws={"fontsize": 7}, cbar_kws={"label": "share of true class" if normalize else "clips"},
+        )
+        ax.set(xlabel="predicted", ylabel="true", title="confusion matrix" + (" (row-normalised)" if normalize else ""))
+        ax.tick_params(axis="x", labelrotation=90, labelsize=8)
+        ax.tick_params(axis="y", labelrotation=0, labelsize=8)
+    return fig
+
+
+def plot_attention_localisation(report, *, theme: str = "light"):
+    """Per class: the share of pooling weight inside the true event window beside the chance share.
+
+    Args:
+        report: an ``EvalReport`` evaluated on data with event times (synthetic soundscapes).
+    """
+    per_class = report.per_class
+    if "attention_in_event" not in per_class or per_class["attention_in_event"].isna().all():
+        raise ValueError("this report has no event times: attention localisation needs synthetic soundscapes")
+    pc = per_class.dropna(subset=["attention_in_event"]).sort_values("attention_in_event")
+    y = np.arange(len(pc))
+    with _theme(theme):
+        fig, ax = plt.subplots(figsize=(7, 0.28 * len(pc) + 1.6), constrained_layout=True)
+        ax.barh(y, pc["attention_in_event"], color="#ff8c00", label="pooling weight inside the event")
+        ax.scatter(pc["attention_chance"], y, marker="|", s=160, color="#00a0d0", zorder=3,
+                   label="chance (event duration / clip)")
+        ax.set_yticks(y, pc.index, fontsize=8)
+        ax.set(xlim=(0, 1), xlabel="share of pooling weight",
+               title=f"attention localisation: {report.attention_in_event:.2f} vs chance {report.attention_chance:.2f}")
+        ax.legend(loc="lower right", fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    return fig
+
 
 # ---- prediction and attention plots (waveform + log-mel + attention over time, top-k bars, profiles) -------
 
@@ -91,7 +327,7 @@ def _draw_attention(ax, pred, theme: str, head_names=None):
 def _log_mel(samples: np.ndarray, sr: int = 16000, n_mels: int = 64, hop_s: float = 0.010, win_s: float = 0.025):
     """Log-mel power spectrogram in dB: `(n_mels, frames)` and the bands' centre frequencies in Hz `(n_mels,)`.
     Uses transformers' audio_utils (the same STFT/mel code as Whisper's feature extractor)."""
-    from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
+    from transformers.audio_utils import hertz_to_mel, mel_filter_bank, mel_to_hertz, spectrogram, window_function
 
     win = int(round(win_s * sr))
     n_fft = 1 << (win - 1).bit_length()
@@ -103,20 +339,9 @@ def _log_mel(samples: np.ndarray, sr: int = 16000, n_mels: int = 64, hop_s: floa
     spec = spectrogram(x, window_function(win, "hann"), frame_length=win, hop_length=int(round(hop_s * sr)),
                        fft_length=n_fft, power=2.0, mel_filters=filters, log_mel="dB", reference=1.0,
                        min_value=1e-10, db_range=None)
-    mel_pts = np.linspace(_hz_to_mel(20.0), _hz_to_mel(sr / 2), n_mels + 2)[1:-1]
-    return spec, _mel_to_hz(mel_pts)
-
-
-def _hz_to_mel(f):
-    from transformers.audio_utils import hertz_to_mel
-
-    return hertz_to_mel(np.asarray(f, dtype=np.float64), mel_scale="slaney")
-
-
-def _mel_to_hz(m):
-    from transformers.audio_utils import mel_to_hertz
-
-    return mel_to_hertz(np.asarray(m, dtype=np.float64), mel_scale="slaney")
+    edges = hertz_to_mel(np.array([20.0, sr / 2]), mel_scale="slaney")
+    centres = mel_to_hertz(np.linspace(edges[0], edges[1], n_mels + 2)[1:-1], mel_scale="slaney")
+    return spec, centres
 
 
 def plot_attention(

@@ -108,3 +108,17 @@ def make_chrome(browser_paths, tmp_path):
             drv.quit()
         except Exception:  # a crashed browser must not hide the test's own failure
             pass
+
+
+@pytest.fixture(scope="session")
+def train_cache(tmp_path_factory):
+    """A small real cache for the training/evaluation tests: synth → preprocess, 4 classes × 8 clips of 2 s
+    (train 22 / val 5 / test 5), with true event times and SNRs in the manifest."""
+    from asit_helpers.data import AudioCache, preprocess
+    from asit_helpers.synth import make_soundscapes
+
+    root = tmp_path_factory.mktemp("train_data")
+    make_soundscapes(root / "synth", clips_per_class=8, classes=["dog", "siren", "rain", "crow"], seconds=2.0,
+                     seed=0, progress=False)
+    preprocess(root / "synth", root / "cache", clip_seconds=2.0, workers=1, progress=False)
+    return AudioCache.open(root / "cache")

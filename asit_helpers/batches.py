@@ -1,0 +1,340 @@
+"""From a clip cache to model-ready batches: datasets, augmentation, samplers, and the cached-embedding store.
+
+Shared by :mod:`asit_helpers.train` and :mod:`asit_helpers.evaluate`, so training, validation and evaluation
+feed the model exactly the same way (the model's own feature extractor: per-clip normalisation, zero padding,
+sample mask), which is also what :func:`asit_helpers.inference.predict` does for one window.
+
+Everything random here is seeded by ``(seed, epoch, clip index)`` rather than a global generator, so the
+same epoch produces the same batches and the same augmented audio whether a run went straight through or was
+killed and resumed half-way (the property the resume test checks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from .audio import SAMPLE_RATE
+
+
+# ---- augmentation -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Augment:
+    """On-the-fly waveform augmentation for training (never applied to validation or test clips).
+
+    Attributes:
+        crop_s: train on a random ``crop_s``-second piece of each clip (``None``: the whole clip).
+        shift_s: circular time shift of up to ``±shift_s`` seconds within the clip's real samples.
+        gain_db: random gain in ``±gain_db`` dB. With ``do_normalize`` (per-clip zero-mean unit-variance) gain
+            alone cancels out; it matters together with the noise, whose level is drawn independently.
+        noise_prob: probability of mixing in background noise.
+        noise_snr_db: ``(low, high)`` signal-to-noise ratio range for that noise, in dB.
+        noise_colors: noise spectra to draw from: ``"white"``, ``"pink"`` (1/f), ``"brown"`` (1/f²).
+    """
+
+    crop_s: float | None = None
+    shift_s: float = 1.0
+    gain_db: float = 6.0
+    noise_prob: float = 0.5
+    noise_snr_db: tuple[float, float] = (10.0, 30.0)
+    noise_colors: tuple[str, ...] = ("white", "pink", "brown")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def colored_noise(n: int, color: str, rng: np.random.Generator) -> np.ndarray:
+    """Unit-RMS noise of ``n`` samples with a white, pink (1/f power) or brown (1/f²) spectrum, float32."""
+    white = rng.standard_normal(n)
+    if color != "white":
+        exponent = {"pink": 0.5, "brown": 1.0}.get(color)
+        if exponent is None:
+            raise ValueError(f"unknown noise colour {color!r}; use 'white', 'pink' or 'brown'")
+        spectrum = np.fft.rfft(white)
+        freqs = np.fft.rfftfreq(n)
+        freqs[0] = freqs[1] if n > 1 else 1.0  # no infinite DC gain
+        white = np.fft.irfft(spectrum / freqs**exponent, n)
+    rms = np.sqrt(np.mean(white**2)) or 1.0
+    return (white / rms).astype(np.float32)
+
+
+def augment_clip(x: np.ndarray, aug: Augment, rng: np.random.Generator) -> np.ndarray:
+    """Apply ``aug`` to one clip's real samples `(n,)` → `(m,)` float32 (``m = n`` unless cropped)."""
+    x = np.asarray(x, dtype=np.float32)
+    if aug.crop_s is not None:
+        length = int(round(aug.crop_s * SAMPLE_RATE))
+        if len(x) > length:
+            start = int(rng.integers(0, len(x) - length + 1))
+            x = x[start : start + length]
+    if aug.shift_s and len(x) > 1:
+        max_shift = min(int(aug.shift_s * SAMPLE_RATE), len(x) - 1)
+        x = np.roll(x, int(rng.integers(-max_shift, max_shift + 1)))
+    if aug.gain_db:
+        x = x * np.float32(10 ** (rng.uniform(-aug.gain_db, aug.gain_db) / 20))
+    if aug.noise_prob and rng.random() < aug.noise_prob:
+        color = aug.noise_colors[int(rng.integers(len(aug.noise_colors)))]
+        snr = rng.uniform(*aug.noise_snr_db)
+        signal_rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+        if signal_rms > 0:
+            x = x + colored_noise(len(x), color, rng) * np.float32(signal_rms / 10 ** (snr / 20))
+    return x.astype(np.float32, copy=False)
+
+
+# ---- datasets -----------------------------------------------------------------------------------------------
+
+
+def cache_labels(cache) -> np.ndarray:
+    """Label id of every clip in the cache, `(N,)` int64."""
+    return cache.manifest["label_id"].to_numpy(dtype=np.int64)
+
+
+class ClipDataset(Dataset):
+    """Clips of a cache (``indices`` into it) as ``{"audio": (n,) float32, "label": int, "index": int}``.
+
+    ``audio`` holds the clip's real samples only (the cache's zero padding is cut off, so the collator pads
+    and masks it exactly as ``predict`` would). With ``augment``, each item is augmented with a generator
+    seeded by ``(seed, epoch, index)``; call :meth:`set_epoch` at the start of every epoch.
+    """
+
+    def __init__(self, cache, indices: Sequence[int], augment: Augment | None = None, seed: int = 0):
+        self.cache = cache
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.labels = cache_labels(cache)
+        self.lengths = np.asarray(cache.lengths, dtype=np.int64)
+        self.augment = augment
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        idx = int(self.indices[i])
+        audio = np.asarray(self.cache.audio(idx), dtype=np.float32)[: max(1, int(self.lengths[idx]))]
+        if self.augment is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, idx])
+            audio = augment_clip(audio, self.augment, rng)
+        return {"audio": audio, "label": int(self.labels[idx]), "index": idx}
+
+
+class WaveformCollator:
+    """Items of :class:`ClipDataset` → ``{"input_values": (B, S), "attention_mask": (B, S), "labels": (B,),
+    "index": (B,)}`` through the model's feature extractor. A class, not a closure, so DataLoader workers can be
+    spawned (Windows, macOS) as well as forked."""
+
+    def __init__(self, feature_extractor):
+        self.feature_extractor = feature_extractor
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        batch = self.feature_extractor(
+            [it["audio"] for it in items],
+            sampling_rate=SAMPLE_RATE,
+            padding=True,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        return {
+            "input_values": batch["input_values"],
+            "attention_mask": batch["attention_mask"].long(),
+            "labels": torch.tensor([it["label"] for it in items], dtype=torch.long),
+            "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
+        }
+
+
+class EmbeddingDataset(Dataset):
+    """Cached backbone outputs as ``{"hidden": (T, D) float32, "frame_mask": (T,) bool, "labels", "index"}``."""
+
+    def __init__(self, store: "EmbeddingStore", indices: Sequence[int], labels: np.ndarray):
+        self.store = store
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.labels = labels
+
+    def set_epoch(self, epoch: int) -> None:  # nothing random here; kept so both datasets look alike
+        pass
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        idx = int(self.indices[i])
+        return {
+            "hidden": torch.from_numpy(np.array(self.store.hidden[idx], dtype=np.float32)),
+            "frame_mask": torch.from_numpy(np.array(self.store.frame_mask[idx], dtype=bool)),
+            "labels": torch.tensor(int(self.labels[idx]), dtype=torch.long),
+            "index": torch.tensor(idx, dtype=torch.long),
+        }
+
+
+class EpochSampler(Sampler[int]):
+    """A shuffled (or class-balanced) order of ``range(n)`` that depends only on ``(seed, epoch)``.
+
+    Every rank of a distributed run builds the same order (Accelerate then gives each rank its share of the
+    batches), and a resumed run rebuilds the order of the epoch it was killed in.
+
+    Args:
+        labels: label id of each item, `(n,)`; used when ``balanced``.
+        shuffle: random order (training) or ``range(n)`` (evaluation).
+        balanced: draw ``n`` items with replacement, each class equally likely (for imbalanced data).
+    """
+
+    def __init__(self, labels: np.ndarray, seed: int = 0, shuffle: bool = True, balanced: bool = False):
+        self.labels = np.asarray(labels)
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.balanced = balanced
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __iter__(self) -> Iterator[int]:
+        n = len(self.labels)
+        if not self.shuffle:
+            return iter(range(n))
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        if self.balanced:
+            counts = np.bincount(self.labels)
+            weights = torch.as_tensor(1.0 / counts[self.labels], dtype=torch.double)
+            return iter(torch.multinomial(weights, n, replacement=True, generator=g).tolist())
+        return iter(torch.randperm(n, generator=g).tolist())
+
+
+# ---- the cached-embedding store -----------------------------------------------------------------------------
+
+
+def _cache_dir(cache) -> Path | None:
+    for name in ("folder", "root", "path", "directory"):
+        value = getattr(cache, name, None)
+        if isinstance(value, (str, os.PathLike)):
+            return Path(value)
+    return None
+
+
+def embedding_fingerprint(model, cache) -> str:
+    """A key for "this backbone's outputs on this cache": the backbone's weights and config, the pooling input
+    (last layer or all layers), and the cache's clips (manifest paths and lengths)."""
+    h = hashlib.sha256()
+    h.update(json.dumps(model.config.backbone_config.to_dict(), sort_keys=True, default=str).encode())
+    h.update(str(bool(model.config.layer_weighted_sum)).encode())
+    h.update(str(bool(model.config.do_normalize)).encode())
+    for name, tensor in sorted(model.backbone.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    h.update(str(len(cache)).encode())
+    h.update(np.asarray(cache.lengths, dtype=np.int64).tobytes())
+    h.update("\n".join(map(str, cache.manifest["path"].tolist())).encode())
+    return h.hexdigest()[:16]
+
+
+class EmbeddingStore:
+    """The frozen backbone's hidden states for every clip of a cache, on disk in float16 (numpy memmaps).
+
+    Layout of ``directory``: ``hidden.npy`` `(N, T, D)` (or `(N, L+1, T, D)` with ``layer_weighted_sum``),
+    ``frame_mask.npy`` `(N, T)` bool, ``meta.json`` (written last: a directory without it is incomplete and is
+    rebuilt). Arrays are written under temporary names and moved into place with ``os.replace``.
+    """
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self.meta = json.loads((self.directory / "meta.json").read_text())
+        self.hidden = np.load(self.directory / "hidden.npy", mmap_mode="r")
+        self.frame_mask = np.load(self.directory / "frame_mask.npy", mmap_mode="r")
+
+    def __len__(self) -> int:
+        return int(self.hidden.shape[0])
+
+    @classmethod
+    def build(
+        cls,
+        model,
+        cache,
+        directory: str | Path | None = None,
+        batch_size: int = 16,
+        device: str | torch.device | None = None,
+        progress: bool = True,
+    ) -> "EmbeddingStore":
+        """Run ``model.encode`` once over every clip of ``cache`` (or reuse a complete store with the same
+        fingerprint). ``directory`` defaults to ``<cache dir>/embeddings/<fingerprint>``."""
+        from tqdm.auto import tqdm
+
+        key = embedding_fingerprint(model, cache)
+        if directory is None:
+            base = _cache_dir(cache)
+            if base is None:
+                raise ValueError("the cache has no directory; pass embeddings_dir=... to store the embeddings")
+            directory = base / "embeddings" / key
+        directory = Path(directory)
+        if (directory / "meta.json").exists():
+            store = cls(directory)
+            if store.meta.get("fingerprint") == key and len(store) == len(cache):
+                return store
+        directory.mkdir(parents=True, exist_ok=True)
+        device = torch.device(device) if device is not None else model.device
+        was_training = model.training
+        model.eval()
+        extractor = model.feature_extractor()
+        collate = WaveformCollator(extractor)
+        dataset = ClipDataset(cache, np.arange(len(cache)))
+        n = len(cache)
+        tmp_hidden = directory / "hidden.tmp.npy"
+        tmp_mask = directory / "frame_mask.tmp.npy"
+        hidden_mm = mask_mm = None
+        try:
+            with torch.inference_mode():
+                for start in tqdm(range(0, n, batch_size), desc="encoding clips", disable=not progress, unit="batch"):
+                    batch = collate([dataset[i] for i in range(start, min(n, start + batch_size))])
+                    hidden, frame_mask = model.encode(
+                        batch["input_values"].to(device), batch["attention_mask"].to(device)
+                    )
+                    if hidden_mm is None:
+                        # clips are padded to the longest in the batch; size the store for the full window
+                        frames = int(
+                            model.backbone._get_feat_extract_output_lengths(
+                                torch.tensor([int(cache.clip_samples)])
+                            ).item()
+                        )
+                        shape = (n,) + tuple(hidden.shape[1:-2]) + (frames, hidden.shape[-1])
+                        hidden_mm = np.lib.format.open_memmap(tmp_hidden, mode="w+", dtype=np.float16, shape=shape)
+                        mask_mm = np.lib.format.open_memmap(tmp_mask, mode="w+", dtype=bool, shape=(n, frames))
+                    t = hidden.shape[-2]
+                    stop = start + hidden.shape[0]
+                    hidden_mm[start:stop] = 0
+                    hidden_mm[start:stop, ..., :t, :] = hidden.float().cpu().numpy().astype(np.float16)
+                    mask_mm[start:stop] = False
+                    mask_mm[start:stop, :t] = frame_mask.cpu().numpy()
+            hidden_mm.flush()
+            mask_mm.flush()
+            del hidden_mm, mask_mm
+            os.replace(tmp_hidden, directory / "hidden.npy")
+            os.replace(tmp_mask, directory / "frame_mask.npy")
+            meta = {"fingerprint": key, "clips": n, "dtype": "float16"}
+            tmp_meta = directory / "meta.tmp.json"
+            tmp_meta.write_text(json.dumps(meta, indent=1))
+            os.replace(tmp_meta, directory / "meta.json")
+        finally:
+            model.train(was_training)
+            for tmp in (tmp_hidden, tmp_mask):
+                if tmp.exists():
+                    tmp.unlink()
+        return cls(directory)
+
+    @staticmethod
+    def remove(directory: str | Path) -> None:
+        shutil.rmtree(directory, ignore_errors=True)

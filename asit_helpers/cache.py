@@ -1,0 +1,310 @@
+"""The preprocessing cache: every clip decoded once (mono, 16 kHz, fixed length) into one memory-mapped array.
+
+Why a raw numpy memmap and not HF ``datasets``/Arrow: the clips are equal-length float32 rows, so a flat
+``(N, clip_samples)`` file is the whole format; ``np.memmap`` reads any row with no decoding, no copy and no
+extra dependency (``datasets`` 4 decodes ``Audio`` through torchcodec, which needs FFmpeg and a matching torch),
+training can fancy-index a batch straight out of it, and only the pages a batch touches occupy RAM (free Colab
+cannot hold ESC-50 or UrbanSound8K as Python lists). Appending rows at a byte offset makes resuming trivial.
+
+Files in a cache folder::
+
+    waveforms.f32   float32 rows of clip_samples, row i <-> manifest row i
+    store.jsonl     header (decode settings) + one line per finished file: its key, row, length, sample rate,
+                    channels, or the reason it was rejected. Written after the row's samples are flushed, so a
+                    killed run never claims a row it did not finish; a torn last line is ignored.
+    manifest.csv    the kept clips (path, label, label_id, category, split, group, ...)
+    rejected.csv    files that could not be used (path, reason)
+    cache.json      labels, settings, counts; written last — a folder without it is an unfinished run.
+
+A file's key is its path, size and modification time, so an edited file is decoded again and nothing else is.
+"""
+# Decode workers (spawned processes) import this module: keep its top-level imports light (no pandas, no torch).
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, AudioError, audio_info, crop_offsets, load_audio
+
+__all__ = ["AudioCache", "CacheError", "file_key", "decode_clip", "Store"]
+
+FORMAT_VERSION = 1
+DTYPE = np.float32
+
+
+class CacheError(RuntimeError):
+    """A cache folder that is missing, unfinished or inconsistent, with what to do about it."""
+
+
+def file_key(path: str | os.PathLike) -> str:
+    """Identity of a source file's contents for the cache: path + size + mtime (cheap; no hashing of audio)."""
+    p = Path(path)
+    try:
+        st = p.stat()
+        ident = f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    except OSError:
+        ident = f"{p}|missing"
+    return hashlib.sha1(ident.encode("utf-8")).hexdigest()[:20]
+
+
+def decode_clip(task: tuple) -> dict:
+    """Decode one file into a fixed-length row. Runs in worker processes (module-level, picklable: spawn-safe).
+
+    Args:
+        task: ``(path, clip_samples, crop_mode, max_seconds)``.
+
+    Returns:
+        ``{"samples": float32 (clip_samples,), "length", "orig_sr", "channels", "duration_s", "crop_start_s"}``,
+        or ``{"error": reason}`` for a file that cannot be used (never raises for bad audio).
+    """
+    path, clip_samples, crop_mode, max_seconds = task
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return {"error": f"cannot be read ({exc.strerror or exc})"}
+    try:
+        info = audio_info(data, name=str(path))
+        samples = load_audio(data, SAMPLE_RATE, max_seconds=max_seconds, name=str(path))
+    except AudioError as exc:
+        return {"error": exc.reason}
+    if len(samples) < 400:  # shorter than one wav2vec2 frame: nothing a model could use
+        return {"error": f"too short: {len(samples)} samples at 16 kHz (less than one 25 ms frame)"}
+    start = crop_offsets(samples, clip_samples, crop_mode)
+    piece = samples[start : start + clip_samples]
+    row = np.zeros(clip_samples, dtype=DTYPE)
+    row[: len(piece)] = piece
+    return {
+        "samples": row,
+        "length": int(len(piece)),
+        "orig_sr": int(info["sample_rate"]),
+        "channels": int(info["channels"]),
+        "duration_s": round(len(samples) / SAMPLE_RATE, 4),
+        "crop_start_s": round(start / SAMPLE_RATE, 4),
+    }
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class Store:
+    """The append-only decoded-rows store behind a cache (``waveforms.f32`` + ``store.jsonl``).
+
+    ``rows[key]`` is the finished row's metadata (with ``"row"``); ``errors[key]`` the reason a file was rejected.
+    """
+
+    folder: Path
+    header: dict
+    rows: dict = field(default_factory=dict)
+    errors: dict = field(default_factory=dict)
+
+    @property
+    def data_path(self) -> Path:
+        return self.folder / "waveforms.f32"
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder / "store.jsonl"
+
+    @property
+    def row_bytes(self) -> int:
+        return int(self.header["clip_samples"]) * np.dtype(DTYPE).itemsize
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.rows)  # rows are always the dense prefix 0..n-1 (checked on open, kept by append/compact)
+
+    @classmethod
+    def open(cls, folder: Path, header: dict) -> "Store":
+        """Open the store in ``folder`` if it was made with the same decode settings (``header``); otherwise start
+        an empty one (every row depends on those settings, so nothing old is reusable)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        store = cls(folder, dict(header))
+        lines = store.log_path.read_text(encoding="utf-8").splitlines() if store.log_path.exists() else []
+        old_header = None
+        if lines:
+            try:
+                old_header = json.loads(lines[0])
+            except json.JSONDecodeError:
+                old_header = None
+        if old_header != store.header:
+            store._reset()
+            return store
+        size = store.data_path.stat().st_size if store.data_path.exists() else 0
+        for line in lines[1:]:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by a kill: that file is simply decoded again
+            if "error" in rec:
+                store.errors[rec["key"]] = rec["error"]
+            elif (rec["row"] + 1) * store.row_bytes <= size:
+                store.rows[rec["key"]] = rec
+        # Rows must be a dense prefix 0..n-1; anything else means the log and data disagree: start over.
+        if sorted(m["row"] for m in store.rows.values()) != list(range(len(store.rows))):
+            store._reset()
+        return store
+
+    def _reset(self) -> None:
+        self.rows, self.errors = {}, {}
+        _atomic_write_text(self.log_path, json.dumps(self.header) + "\n")
+        with open(self.data_path, "wb"):
+            pass
+
+    def append(self, results: list[tuple[str, dict]]) -> None:
+        """Commit finished files: samples first (flushed to disk), then their log lines."""
+        if not results:
+            return
+        lines = []
+        with open(self.data_path, "r+b") as f:
+            for key, res in results:
+                if "error" in res:
+                    self.errors[key] = res["error"]
+                    lines.append({"key": key, "error": res["error"]})
+                    continue
+                row = self.n_rows
+                f.seek(row * self.row_bytes)
+                f.write(np.ascontiguousarray(res["samples"], dtype=DTYPE).tobytes())
+                meta = {k: v for k, v in res.items() if k != "samples"}
+                meta.update(key=key, row=row)
+                self.rows[key] = meta
+                lines.append(meta)
+            f.flush()
+            os.fsync(f.fileno())
+        with open(self.log_path, "a", encoding="utf-8", newline="\n") as f:
+            f.write("".join(json.dumps(rec) + "\n" for rec in lines))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def compact(self, keys: list[str]) -> None:
+        """Rewrite the store so that row ``i`` holds ``keys[i]`` (dropping rows no longer wanted).
+
+        Needed only when the set or order of wanted clips changed (a new class mapping, files added or removed);
+        a plain run or a resumed run already appends in manifest order. Crash-safe: the old log is removed
+        before the data file is replaced, so the worst case is decoding again, never a wrong row.
+        """
+        if [self.rows[k]["row"] for k in keys] == list(range(self.n_rows)):
+            return
+        old = np.memmap(self.data_path, dtype=DTYPE, mode="r", shape=(self.n_rows, int(self.header["clip_samples"])))
+        tmp_data = self.data_path.with_name(self.data_path.name + ".tmp")
+        new_rows = {}
+        with open(tmp_data, "wb") as f:
+            for i, key in enumerate(keys):
+                f.write(np.asarray(old[self.rows[key]["row"]]).tobytes())
+                new_rows[key] = {**self.rows[key], "row": i}
+            f.flush()
+            os.fsync(f.fileno())
+        del old
+        log = json.dumps(self.header) + "\n" + "".join(json.dumps(new_rows[k]) + "\n" for k in keys)
+        log += "".join(json.dumps({"key": k, "error": e}) + "\n" for k, e in self.errors.items())
+        self.log_path.unlink(missing_ok=True)
+        os.replace(tmp_data, self.data_path)
+        _atomic_write_text(self.log_path, log)
+        self.rows = new_rows
+
+    def truncate(self) -> None:
+        """Drop bytes past the last committed row (left by a killed run)."""
+        with open(self.data_path, "r+b") as f:
+            f.truncate(self.n_rows * self.row_bytes)
+
+
+class AudioCache:
+    """A finished preprocessing cache, opened read-only.
+
+    Attributes:
+        labels: class names in label-id order.
+        manifest: DataFrame, row ``i`` <-> clip ``i`` (path, label, label_id, category, split, group, fold,
+            duration_s, orig_sr, channels, length, crop_start_s, event_onset_s, event_offset_s, snr_db).
+        rejected: DataFrame of files that could not be used (path, reason).
+        clip_samples: samples per row (``clip_seconds * 16000``).
+        waveforms: read-only ``np.memmap`` of shape ``(N, clip_samples)``, float32, zero-padded.
+        lengths: int array ``(N,)`` of valid (non-padding) samples per row.
+
+    Example::
+
+        cache = AudioCache.open("cache/synth")
+        train = cache.indices("train")
+        batch = cache.waveforms[train[:8]]            # (8, 80000) float32, copied out of the memmap
+    """
+
+    def __init__(self, folder: Path, info: dict, manifest: "pd.DataFrame", rejected: "pd.DataFrame"):
+        self.folder = folder
+        self.info = info
+        self.labels: list[str] = list(info["labels"])
+        self.sample_rate: int = int(info["sample_rate"])
+        self.clip_samples: int = int(info["clip_samples"])
+        self.manifest = manifest
+        self.rejected = rejected
+        n = len(manifest)
+        data = folder / "waveforms.f32"
+        expected = n * self.clip_samples * np.dtype(DTYPE).itemsize
+        if not data.exists() or data.stat().st_size < expected:
+            raise CacheError(f"{folder}: waveforms.f32 is missing or shorter than its manifest; run preprocess again")
+        self.waveforms = (
+            np.memmap(data, dtype=DTYPE, mode="r", shape=(n, self.clip_samples))
+            if n
+            else np.zeros((0, self.clip_samples), dtype=DTYPE)
+        )
+        self.lengths = manifest["length"].to_numpy(dtype=np.int64)
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike) -> "AudioCache":
+        import pandas as pd  # imported here, not at the top: decode workers import this module and never need it
+
+        folder = Path(folder)
+        info_path = folder / "cache.json"
+        if not info_path.exists():
+            hint = (
+                "it holds an unfinished run; run preprocess again to resume"
+                if (folder / "store.jsonl").exists()
+                else "run `asit preprocess DATA_DIR --out CACHE` (or asit_helpers.data.preprocess) first"
+            )
+            raise CacheError(f"{folder}: not a finished ASiT cache ({hint})")
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        manifest = pd.read_csv(folder / "manifest.csv", keep_default_na=True)
+        for col in ("group", "fold", "path", "label", "category", "split"):
+            if col in manifest:
+                manifest[col] = manifest[col].astype("string").fillna("").astype(object)
+        rejected_path = folder / "rejected.csv"
+        rejected = pd.read_csv(rejected_path) if rejected_path.exists() else pd.DataFrame(columns=["path", "reason"])
+        return cls(folder, info, manifest, rejected)
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def __repr__(self) -> str:
+        counts = self.manifest["split"].value_counts().to_dict() if len(self) else {}
+        return f"AudioCache({str(self.folder)!r}, clips={len(self)}, classes={len(self.labels)}, splits={counts})"
+
+    def audio(self, i: int) -> np.ndarray:
+        """Clip ``i`` as a float32 array of shape ``(clip_samples,)`` (a copy; zero padding after ``lengths[i]``)."""
+        return np.array(self.waveforms[i], dtype=np.float32)
+
+    def indices(self, split: str | None = None) -> np.ndarray:
+        """Row indices of one split (``'train'``, ``'val'``, ``'test'``), or all rows for ``None``."""
+        if split is None:
+            return np.arange(len(self))
+        valid = set(self.manifest["split"].unique())
+        if split not in {"train", "val", "test"} | valid:
+            raise ValueError(f"unknown split {split!r}; use 'train', 'val' or 'test'")
+        return np.flatnonzero(self.manifest["split"].to_numpy() == split)
+
+    def label_ids(self, split: str | None = None) -> np.ndarray:
+        """Label ids (int64) of all rows, or of one split's rows."""
+        return self.manifest["label_id"].to_numpy(dtype=np.int64)[self.indices(split)]
+
+    def event_windows(self) -> np.ndarray:
+        """``(N, 2)`` true event onset/offset in seconds within each row (NaN where unknown)."""
+        return self.manifest[["event_onset_s", "event_offset_s"]].to_numpy(dtype=np.float64)

@@ -1,0 +1,335 @@
+"""Evaluation: accuracy, macro-F1, per-class scores, confusion matrix, misclassified clips, accuracy by SNR, and
+attention localisation (how much pooling weight falls inside each clip's true event window).
+
+    report = evaluate("checkpoints/demo", cache, split="test")
+    report.accuracy, report.macro_f1, report.per_class, report.confusion, report.misclassified
+    report.attention_in_event, report.attention_chance      # on data with true event times (synthetic)
+    report.to_dict()                                         # what `asit evaluate ... --json` prints
+
+Predictions come from the model's forward pass over the cache in batches. The cache holds fixed windows of
+``clip_seconds``, so a batch forward with the model's own feature extractor is exactly ``predict``'s
+single-window path (per-clip normalisation, zero padding, sample mask).
+
+*Attention localisation.* For a clip with a known event ``[onset, offset]``, the score is the share of the
+pooling weight (averaged over heads) on frames whose centre lies inside the event. The *chance* share is the
+fraction of the clip's real frames inside the event: what uniform weights (mean pooling) would score, i.e.
+about event duration / clip duration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+from .batches import ClipDataset, EmbeddingStore, WaveformCollator, cache_labels
+from .model import AsitForAudioClassification, load_model
+
+
+def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix (scikit-learn).
+
+    Classes absent from ``y_true`` still get a row (support 0) so every report has the same shape; macro-F1
+    averages only the classes present in ``y_true`` or ``y_pred``, as scikit-learn does with ``labels`` unset.
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    ids = np.arange(len(labels))
+    if len(y_true) == 0:
+        raise ValueError("no clips to evaluate")
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=ids, zero_division=0
+    )
+    present = np.union1d(np.unique(y_true), np.unique(y_pred))
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "per_class": {
+            str(name): {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(labels)
+        },
+        "confusion": confusion_matrix(y_true, y_pred, labels=ids),
+    }
+
+
+def event_weight_share(
+    weights: np.ndarray, frame_mask: np.ndarray, frame_times: np.ndarray, onset: float, offset: float
+) -> tuple[float, float]:
+    """Share of pooling weight inside ``[onset, offset]`` and the chance share, for one clip.
+
+    Args:
+        weights: `(heads, frames)` pooling weights (each head sums to 1 over real frames).
+        frame_mask: `(frames,)` bool, real frames.
+        frame_times: `(frames,)` frame centres in seconds.
+
+    Returns:
+        ``(share, chance)``; both NaN when the event times are unknown or the clip has no real frame.
+    """
+    if not (np.isfinite(onset) and np.isfinite(offset)) or not frame_mask.any():
+        return float("nan"), float("nan")
+    inside = (frame_times >= onset) & (frame_times <= offset)
+    w = weights.astype(np.float64).mean(axis=0)
+    share = float(w[inside & frame_mask].sum() / max(w[frame_mask].sum(), 1e-12))
+    chance = float((inside & frame_mask).sum() / frame_mask.sum())
+    return share, chance
+
+
+@dataclass
+class EvalReport:
+    """What :func:`evaluate` measured on one split.
+
+    Attributes:
+        labels: class names in label-id order.
+        accuracy, macro_f1: over the split's clips.
+        per_class: DataFrame indexed by label: precision, recall, f1, support, and (with event times)
+            attention_in_event, attention_chance.
+        confusion: `(classes, classes)` counts, rows = true class, columns = predicted.
+        clips: one row per clip: manifest columns plus ``predicted``, ``score`` (its probability), ``correct``,
+            ``attention_in_event`` and ``attention_chance`` (NaN without event times).
+        attention_in_event, attention_chance: means over clips with event times (None without any).
+        by_snr: accuracy (and attention share) per SNR level, when the manifest has ``snr_db``.
+        weights: `(clips, heads, frames)` pooling weights; frame_times: `(frames,)` seconds.
+    """
+
+    split: str
+    labels: list[str]
+    accuracy: float
+    macro_f1: float
+    per_class: pd.DataFrame
+    confusion: np.ndarray
+    clips: pd.DataFrame
+    attention_in_event: float | None = None
+    attention_chance: float | None = None
+    by_snr: pd.DataFrame | None = None
+    weights: np.ndarray | None = field(default=None, repr=False)
+    frame_times: np.ndarray | None = field(default=None, repr=False)
+    pooling: str = ""
+
+    @property
+    def misclassified(self) -> pd.DataFrame:
+        """The clips the model got wrong, most confident mistakes first."""
+        wrong = self.clips[~self.clips["correct"]]
+        return wrong.sort_values("score", ascending=False)
+
+    @property
+    def low_snr_accuracy(self) -> float | None:
+        """Accuracy at the lowest SNR level in :attr:`by_snr` (None without SNRs)."""
+        if self.by_snr is None or self.by_snr.empty:
+            return None
+        return float(self.by_snr.iloc[0]["accuracy"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (what ``asit evaluate --json`` prints)."""
+
+        def clean(v):
+            if isinstance(v, (float, np.floating)):
+                return None if not np.isfinite(v) else round(float(v), 6)
+            if isinstance(v, (np.integer,)):
+                return int(v)
+            return v
+
+        miss_cols = [c for c in ("index", "path", "label", "predicted", "score", "snr_db") if c in self.clips]
+        out: dict[str, Any] = {
+            "split": self.split,
+            "pooling": self.pooling,
+            "n": int(len(self.clips)),
+            "accuracy": clean(self.accuracy),
+            "macro_f1": clean(self.macro_f1),
+            "labels": list(self.labels),
+            "per_class": {
+                str(name): {k: clean(v) for k, v in row.items()} for name, row in self.per_class.iterrows()
+            },
+            "confusion": self.confusion.astype(int).tolist(),
+            "misclassified": [
+                {k: clean(v) for k, v in row.items()} for row in self.misclassified[miss_cols].to_dict("records")
+            ],
+        }
+        if self.attention_in_event is not None:
+            out["attention_in_event"] = clean(self.attention_in_event)
+            out["attention_chance"] = clean(self.attention_chance)
+        if self.by_snr is not None:
+            out["accuracy_by_snr"] = [{k: clean(v) for k, v in r.items()} for r in self.by_snr.to_dict("records")]
+            out["low_snr_accuracy"] = clean(self.low_snr_accuracy)
+        return out
+
+
+def _snr_levels(snr: pd.Series) -> pd.Series:
+    """Group SNRs: exact values when there are a few levels (synthetic data), else quartiles."""
+    if snr.nunique() <= 8:
+        return snr
+    return pd.qcut(snr, 4, duplicates="drop").astype(str)
+
+
+@torch.inference_mode()
+def forward_cache(
+    model: AsitForAudioClassification,
+    cache,
+    indices: Sequence[int],
+    batch_size: int = 16,
+    embeddings: EmbeddingStore | None = None,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """The model's outputs on ``cache`` clips ``indices``, in batches, on the model's device.
+
+    With ``embeddings`` (a store built from this model's backbone) only pooling + head run.
+
+    Returns:
+        ``{"logits": (n, C), "weights": (n, H, T), "frame_mask": (n, T)}`` as float32 / bool numpy arrays,
+        padded to the longest clip's frame count; ``"frame_times": (T,)``.
+    """
+    from tqdm.auto import tqdm
+
+    model.eval()
+    device = model.device
+    indices = np.asarray(indices, dtype=np.int64)
+    logits, weights, masks = [], [], []
+    if embeddings is None:
+        dataset = ClipDataset(cache, indices)
+        collate = WaveformCollator(model.feature_extractor())
+    for start in tqdm(range(0, len(indices), batch_size), desc="evaluating", disable=not progress, unit="batch"):
+        chunk = indices[start : start + batch_size]
+        if embeddings is None:
+            batch = collate([dataset[i] for i in range(start, start + len(chunk))])
+            out = model(batch["input_values"].to(device), attention_mask=batch["attention_mask"].to(device))
+        else:
+            hidden = torch.from_numpy(np.asarray(embeddings.hidden[chunk], dtype=np.float32)).to(device)
+            mask = torch.from_numpy(np.asarray(embeddings.frame_mask[chunk], dtype=bool)).to(device)
+            out = model.classify_hidden(hidden.to(model.dtype), mask)
+        logits.append(out.logits.float().cpu().numpy())
+        weights.append(out.pooling_weights.float().cpu().numpy())
+        masks.append(out.frame_mask.cpu().numpy())
+    frames = max(w.shape[-1] for w in weights)
+    pad = lambda a, v: np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, frames - a.shape[-1])], constant_values=v)  # noqa: E731
+    return {
+        "logits": np.concatenate(logits),
+        "weights": np.concatenate([pad(w, 0.0) for w in weights]),
+        "frame_mask": np.concatenate([pad(m, False) for m in masks]),
+        "frame_times": model.frame_times(frames).numpy(),
+    }
+
+
+def evaluate(
+    model_or_dir: AsitForAudioClassification | str | Path,
+    cache,
+    split: str | None = "test",
+    batch_size: int = 16,
+    device: str | torch.device | None = None,
+    embeddings: EmbeddingStore | None = None,
+    progress: bool = True,
+) -> EvalReport:
+    """Evaluate a model on one split of a cache.
+
+    Args:
+        model_or_dir: a model or a checkpoint directory.
+        cache: an ``AudioCache`` (or the path of one).
+        split: ``"train"``, ``"val"``, ``"test"``, or ``None`` for every clip.
+        batch_size: clips per forward pass.
+        device: where to run (default: CUDA when available, else CPU).
+        embeddings: cached backbone outputs for this model (skips the backbone).
+
+    Returns:
+        an :class:`EvalReport`.
+    """
+    if isinstance(cache, (str, Path)):
+        try:
+            from .data import AudioCache
+        except ImportError:  # the data module re-exports it; the class itself lives in cache.py
+            from .cache import AudioCache
+
+        cache = AudioCache.open(cache)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_model(model_or_dir, device=device)
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    if list(cache.labels) != labels:
+        raise ValueError(
+            f"the model's labels {labels} differ from the cache's {list(cache.labels)}: "
+            "evaluate a model trained on this cache's classes"
+        )
+    indices = np.arange(len(cache)) if split is None else np.asarray(cache.indices(split), dtype=np.int64)
+    if len(indices) == 0:
+        raise ValueError(f"the cache has no clips in split {split!r}")
+    out = forward_cache(model, cache, indices, batch_size, embeddings, progress)
+    probs = torch.softmax(torch.from_numpy(out["logits"]), dim=-1).numpy()
+    y_pred = probs.argmax(axis=1)
+    y_true = cache_labels(cache)[indices]
+    metrics = classification_metrics(y_true, y_pred, labels)
+
+    clips = cache.manifest.iloc[indices].copy().reset_index(drop=True)
+    clips.insert(0, "index", indices)
+    clips["predicted"] = [labels[i] for i in y_pred]
+    clips["score"] = probs[np.arange(len(indices)), y_pred]
+    clips["true_score"] = probs[np.arange(len(indices)), y_true]
+    clips["correct"] = y_pred == y_true
+
+    onset = clips["event_onset_s"].to_numpy(dtype=float) if "event_onset_s" in clips else np.full(len(clips), np.nan)
+    offset = clips["event_offset_s"].to_numpy(dtype=float) if "event_offset_s" in clips else np.full(len(clips), np.nan)
+    shares = [
+        event_weight_share(out["weights"][i], out["frame_mask"][i], out["frame_times"], onset[i], offset[i])
+        for i in range(len(indices))
+    ]
+    clips["attention_in_event"] = [s for s, _ in shares]
+    clips["attention_chance"] = [c for _, c in shares]
+
+    per_class = pd.DataFrame.from_dict(metrics["per_class"], orient="index")
+    has_events = clips["attention_in_event"].notna()
+    attn = chance = None
+    if has_events.any():
+        attn = float(clips.loc[has_events, "attention_in_event"].mean())
+        chance = float(clips.loc[has_events, "attention_chance"].mean())
+        grouped = clips[has_events].groupby("label")[["attention_in_event", "attention_chance"]].mean()
+        per_class = per_class.join(grouped)
+
+    by_snr = None
+    if "snr_db" in clips and clips["snr_db"].notna().any():
+        known = clips[clips["snr_db"].notna()].copy()
+        known["snr_level"] = _snr_levels(known["snr_db"])
+        agg = {"n": ("correct", "size"), "accuracy": ("correct", "mean")}
+        if known["attention_in_event"].notna().any():
+            agg["attention_in_event"] = ("attention_in_event", "mean")
+        by_snr = known.groupby("snr_level", sort=True).agg(**agg).reset_index().rename(columns={"snr_level": "snr_db"})
+
+    return EvalReport(
+        split=str(split),
+        labels=labels,
+        accuracy=metrics["accuracy"],
+        macro_f1=metrics["macro_f1"],
+        per_class=per_class,
+        confusion=metrics["confusion"],
+        clips=clips,
+        attention_in_event=attn,
+        attention_chance=chance,
+        by_snr=by_snr,
+        weights=out["weights"],
+        frame_times=out["frame_times"],
+        pooling=model.config.pooling,
+    )
+
+
+def compare_reports(reports: dict[str, EvalReport]) -> pd.DataFrame:
+    """Side-by-side summary of several evaluations (e.g. ``{"attention": r1, "mean": r2}``): accuracy,
+    macro-F1, accuracy at the lowest SNR, attention inside the event window and its chance share."""
+    rows = []
+    for name, r in reports.items():
+        rows.append(
+            {
+                "model": name,
+                "pooling": r.pooling,
+                "accuracy": r.accuracy,
+                "macro_f1": r.macro_f1,
+                "low_snr_accuracy": r.low_snr_accuracy,
+                "attention_in_event": r.attention_in_event,
+                "attention_chance": r.attention_chance,
+            }
+        )
+    return pd.DataFrame(rows).set_index("model")

@@ -1,0 +1,383 @@
+"""The Flask API and web page: ``create_app(checkpoint)`` and ``serve(checkpoint, host, port)`` (waitress).
+
+Routes:
+    ``GET /``          the page (upload or record a clip; top-k chart; attention over the waveform). No CDN: the
+                       page, its JS (``static/app.js`` + the shared ``static/recorder.js``) and CSS ship in the
+                       package, so it works offline.
+    ``POST /predict``  multipart field ``file``, or the audio itself as the request body → ``Prediction.to_dict()``
+                       plus ``latency_ms``. Query: ``top_k`` (default 5).
+    ``GET /health``    model, device, classes, version, concurrency mode, limits.
+    ``GET /labels``    the class names in label-id order.
+
+Every prediction goes through :func:`asit_helpers.inference.predict` and every decode through
+:func:`asit_helpers.audio.load_audio` (bytes in memory: no temporary files). Bad input is a 4xx with a JSON
+``{"error", "status"}`` body, never a 500 (see :func:`_status_for`).
+
+Concurrency: waitress runs requests on several threads; the model is shared. Two strategies (``batching``):
+
+* ``"lock"`` (default): one lock around ``predict``; torch already uses every core inside one forward pass.
+* ``"micro"``: a queue that merges concurrent forward passes *of the same input shape* into one batch (equal
+  shapes only, because padding changes a group-norm wav2vec2's output; a clip's answer must not depend on its
+  neighbours). ``bench/serve.py`` measures both side by side; the lock served as much or more on this CPU, so it
+  is the default (figures in the README's API section and ``bench/results/serve.json``).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from flask import Flask, Request, Response, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from . import __version__
+from .audio import AudioError
+from .inference import classify_batch, predict
+from .model import AsitClassifierOutput, AsitForAudioClassification, load_model
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5000
+DEFAULT_THREADS = 4
+#: Largest accepted request body (MB): 20 MB holds ~10 minutes of 16 kHz 16-bit WAV, or far more as OGG/MP3.
+DEFAULT_MAX_UPLOAD_MB = 20.0
+#: Longest accepted audio (seconds). Longer than the model's 5 s window is fine (cut into windows);
+#: past this cap the request gets a 422 before any decoding.
+DEFAULT_MAX_SECONDS = 120.0
+
+# Reasons from AudioError (audio.py / inference.py) that mean "we don't take this kind of data" (415);
+# every other AudioError is data of a kind we take that is broken, empty, too short or too long (422).
+_UNSUPPORTED_PREFIXES = ("unsupported", "not an audio file")
+
+# Served with an explicit type: on Windows, mimetypes reads the registry, which often maps .js to text/plain,
+# and browsers refuse to run an ES module served as text/plain.
+_STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".html": "text/html"}
+
+
+def _status_for(exc: AudioError) -> int:
+    """415 for data that isn't audio we can decode at all; 422 for audio that is corrupt, empty, too long or short."""
+    return 415 if exc.reason.lower().startswith(_UNSUPPORTED_PREFIXES) else 422
+
+
+def _error(status: int, message: str) -> tuple[Response, int]:
+    return jsonify({"error": message, "status": status}), status
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Concurrency: a lock, or a micro-batching queue in front of the model's forward pass
+# ------------------------------------------------------------------------------------------------------------------
+
+
+class LockedPredictor:
+    """``predict`` under one lock: requests take turns; each forward pass uses all of torch's threads."""
+
+    mode = "lock"
+
+    def __init__(self, model: AsitForAudioClassification):
+        self.model = model
+        self._lock = threading.Lock()
+
+    def __call__(self, audio: Any, **kwargs):
+        with self._lock:
+            return predict(self.model, audio, **kwargs)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class _Job:
+    input_values: torch.Tensor  # (rows, samples)
+    attention_mask: torch.Tensor | None  # (rows, samples)
+    precision: str
+    done: threading.Event = field(default_factory=threading.Event)
+    output: AsitClassifierOutput | None = None
+    error: BaseException | None = None
+
+
+class MicroBatchPredictor:
+    """``predict`` on many threads at once; one worker thread runs their forward passes together.
+
+    Each request thread runs ``predict`` (decoding, windows, feature extraction, attention stitching) and hands its
+    forward pass to :meth:`submit` (``predict(..., forward=...)``). The worker takes the first waiting pass, waits
+    up to ``max_wait_ms`` for more, and runs each group with identical input shape and precision as one
+    :func:`~asit_helpers.inference.classify_batch` call of at most ``max_batch`` rows (padding would change a
+    clip's answer depending on its neighbours, so different lengths never share a batch).
+    """
+
+    mode = "micro"
+
+    def __init__(self, model: AsitForAudioClassification, max_batch: int = 8, max_wait_ms: float = 5.0):
+        self.model = model
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000.0
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._worker = threading.Thread(target=self._run, name="asit-microbatch", daemon=True)
+        self._worker.start()
+
+    def __call__(self, audio: Any, **kwargs):
+        return predict(self.model, audio, forward=self.submit, **kwargs)
+
+    def submit(self, model: AsitForAudioClassification, input_values: torch.Tensor,
+               attention_mask: torch.Tensor | None = None, precision: str = "fp32") -> AsitClassifierOutput:
+        """Same call as ``classify_batch``; blocks until the worker has run the (merged) batch."""
+        if model is not self.model:
+            raise ValueError("this micro-batching queue serves one model only")
+        if not self._worker.is_alive():
+            raise RuntimeError("the micro-batching worker has stopped")
+        job = _Job(input_values, attention_mask, precision)
+        self._queue.put(job)
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.output
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._worker.join(timeout=5)
+
+    def _collect(self, first: _Job) -> tuple[list[_Job], bool]:
+        jobs, rows = [first], first.input_values.shape[0]
+        deadline = time.monotonic() + self.max_wait_s
+        while rows < self.max_batch:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                job = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if job is None:
+                return jobs, True
+            jobs.append(job)
+            rows += job.input_values.shape[0]
+        return jobs, False
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                return
+            jobs, stop = self._collect(first)
+            groups: dict[tuple, list[_Job]] = {}
+            for job in jobs:
+                key = (tuple(job.input_values.shape[1:]), job.attention_mask is None, job.precision)
+                groups.setdefault(key, []).append(job)
+            for group in groups.values():
+                self._forward(group)
+
+    @torch.inference_mode()
+    def _forward(self, group: list[_Job]) -> None:
+        try:
+            values = torch.cat([j.input_values for j in group])
+            mask = None if group[0].attention_mask is None else torch.cat([j.attention_mask for j in group])
+            out = classify_batch(self.model, values, attention_mask=mask, precision=group[0].precision)
+            start = 0
+            for job in group:
+                n = job.input_values.shape[0]
+                job.output = AsitClassifierOutput(
+                    logits=out.logits[start : start + n],
+                    pooling_weights=out.pooling_weights[start : start + n],
+                    frame_mask=out.frame_mask[start : start + n],
+                    frame_times=out.frame_times,
+                    pooled=out.pooled[start : start + n],
+                )
+                start += n
+        except BaseException as exc:  # handed to every waiting request thread, which re-raises it
+            for job in group:
+                job.error = exc
+        finally:
+            for job in group:
+                job.done.set()
+
+
+def make_predictor(model: AsitForAudioClassification, batching: str = "lock") -> Callable:
+    if batching == "lock":
+        return LockedPredictor(model)
+    if batching == "micro":
+        return MicroBatchPredictor(model)
+    raise ValueError(f"unknown batching mode {batching!r}; use 'lock' or 'micro'")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The app
+# ------------------------------------------------------------------------------------------------------------------
+
+
+class _InMemoryRequest(Request):
+    """Multipart uploads stay in memory (Werkzeug spools files over 500 KB to a temporary file by default).
+
+    Bodies are already capped by ``MAX_CONTENT_LENGTH``, so memory is bounded, and nothing is ever written to disk.
+    """
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        return io.BytesIO()
+
+
+def _request_audio() -> tuple[bytes, str] | None:
+    """The uploaded audio and a name for messages: multipart field ``file``, else the raw body; None if neither."""
+    if request.files:
+        upload = request.files.get("file")
+        if upload is None:
+            return None
+        name = Path(upload.filename or "upload").name[:120] or "upload"
+        return upload.read(), name
+    if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return None  # a form without a file part
+    data = request.get_data(cache=False)
+    return (data, "request body") if data else None
+
+
+def create_app(
+    checkpoint_dir_or_model: str | Path | AsitForAudioClassification,
+    *,
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    cors_origins: list[str] | str | None = None,
+    batching: str = "lock",
+    top_k: int = 5,
+    device: str | None = None,
+) -> Flask:
+    """Build the Flask app around one loaded model.
+
+    Args:
+        checkpoint_dir_or_model: a saved ASiT checkpoint directory, or a loaded model.
+        max_upload_mb: request bodies above this get 413.
+        max_seconds: audio longer than this gets 422 (shorter long audio is windowed by ``predict``).
+        cors_origins: origins allowed to call the API from other pages (``"*"`` for any). ``None``: no CORS
+            headers, so browsers only let the app's own page call it.
+        batching: ``"lock"`` or ``"micro"`` (see the module docstring).
+        top_k: default number of ranked classes (a request may ask for another with ``?top_k=``).
+        device: where to run the model (default: CPU, or where the given model already is).
+    """
+    model = load_model(checkpoint_dir_or_model, device=device)
+    predictor = make_predictor(model, batching)
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    if isinstance(checkpoint_dir_or_model, (str, Path)):
+        model_name = Path(checkpoint_dir_or_model).resolve().name
+    else:
+        model_name = getattr(model.config, "_name_or_path", "") or "in-memory model"
+    origins = [cors_origins] if isinstance(cors_origins, str) else list(cors_origins or [])
+
+    package = resources.files("asit_helpers")
+    app = Flask(__name__, template_folder=str(package / "templates"), static_folder=None)
+    app.request_class = _InMemoryRequest
+    app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
+    app.config["ASIT_PREDICTOR"] = predictor
+    app.config["ASIT_MAX_SECONDS"] = max_seconds
+    app.json.sort_keys = False
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        if exc.code == 413:
+            return _error(413, f"upload too large: the limit is {max_upload_mb:g} MB")
+        return _error(exc.code or 400, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):  # a bug, not bad input: logged with its traceback, answered as JSON
+        log.exception("unexpected error while serving %s", request.path)
+        return _error(500, f"internal error ({type(exc).__name__}); see the server log")
+
+    @app.after_request
+    def _headers(resp: Response) -> Response:
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        origin = request.headers.get("Origin")
+        if origins and origin and ("*" in origins or origin in origins):
+            resp.headers["Access-Control-Allow-Origin"] = "*" if "*" in origins else origin
+            resp.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            resp.headers["Access-Control-Allow-Headers"] = "Content-Type"
+            resp.headers["Vary"] = "Origin"
+        return resp
+
+    @app.get("/")
+    def index():
+        return render_template("index.html", labels=labels, model_name=model_name, version=__version__,
+                               max_upload_mb=max_upload_mb, max_seconds=max_seconds)
+
+    @app.get("/static/<path:name>")
+    def static_file(name: str):
+        target = package / "static" / name
+        suffix = Path(name).suffix
+        if "/" in name or "\\" in name or name.startswith(".") or suffix not in _STATIC_TYPES or not target.is_file():
+            return _error(404, f"no such file: {name}")
+        return Response(target.read_bytes(), mimetype=_STATIC_TYPES[suffix],
+                        headers={"Cache-Control": "no-cache"})
+
+    @app.get("/health")
+    def health():
+        return jsonify({
+            "status": "ok",
+            "model": model_name,
+            "device": str(model.device),
+            "classes": len(labels),
+            "labels": labels,
+            "version": __version__,
+            "batching": predictor.mode,
+            "max_upload_mb": max_upload_mb,
+            "max_seconds": max_seconds,
+        })
+
+    @app.get("/labels")
+    def get_labels():
+        return jsonify({"labels": labels})
+
+    @app.route("/predict", methods=["POST", "OPTIONS"])
+    def predict_route():
+        if request.method == "OPTIONS":  # CORS preflight; headers added by _headers when configured
+            return Response(status=204)
+        k = request.args.get("top_k", str(top_k))
+        if not k.isdigit() or not 1 <= int(k) <= len(labels):
+            return _error(400, f"top_k must be a whole number from 1 to {len(labels)}, got {k!r}")
+        got = _request_audio()
+        if got is None:
+            return _error(400, "no audio: send a multipart form with a 'file' field, or the audio as the request body")
+        data, name = got
+        source = io.BytesIO(data)
+        source.name = name  # load_audio names the upload in its error messages
+        started = time.perf_counter()
+        try:
+            pred = predictor(source, top_k=int(k), max_seconds=max_seconds)
+        except AudioError as exc:
+            return _error(_status_for(exc), str(exc))
+        body = pred.to_dict()
+        body["source"] = name
+        body["latency_ms"] = round((time.perf_counter() - started) * 1000.0, 2)
+        return jsonify(body)
+
+    return app
+
+
+def serve(
+    checkpoint: str | Path,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    threads: int = DEFAULT_THREADS,
+    **app_kwargs: Any,
+) -> None:
+    """Serve the app with waitress (a production WSGI server that also runs on Windows). Blocks until stopped.
+
+    Binds to 127.0.0.1 unless told otherwise; there is no debug mode.
+    """
+    from waitress import serve as waitress_serve
+
+    app = create_app(checkpoint, **app_kwargs)
+    max_body = app.config["MAX_CONTENT_LENGTH"]
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("listening on %s: anyone who can reach this machine can use the API", host)
+    print(f"ASiT serving {checkpoint} on http://{host}:{port}/  ({threads} threads, "
+          f"{app.config['ASIT_PREDICTOR'].mode}); Ctrl+C to stop", flush=True)
+    limit = max_body + 64 * 1024  # room for the multipart framing around a file of exactly the limit
+    # waitress answers 413 itself (plain text) when Content-Length is over the limit, without reading the body;
+    # inbuf_overflow keeps accepted bodies in memory (by default waitress spools inputs over 512 KB to a temp file).
+    waitress_serve(app, host=host, port=port, threads=threads, max_request_body_size=limit, inbuf_overflow=limit,
+                   ident="asit")

@@ -1,0 +1,655 @@
+"""Training on a clip cache with Hugging Face Accelerate: one loop for one CPU, one GPU, or many GPUs / nodes.
+
+    result = train(cache, "checkpoints/demo", preset="tiny", mode="full", epochs=12)
+    result.history          # one dict per epoch: train_loss, val_loss, val_accuracy, val_macro_f1, lr, seconds
+    result.model            # the best model (by validation macro-F1), also saved in checkpoints/demo/
+
+Modes: ``head`` (backbone frozen: pooling + head train), ``partial`` (top ``top_layers`` transformer layers too),
+``full`` (everything but the convolutional feature encoder, which stays frozen unless
+``freeze_feature_encoder=False``). In ``head`` mode the *cached-embedding fast path* is on by default: the
+frozen backbone runs once over the cache (float16 hidden states on disk, :class:`~asit_helpers.batches.EmbeddingStore`)
+and each epoch only runs pooling + head, in seconds on a CPU. The result is always a normal, full
+:class:`~asit_helpers.model.AsitForAudioClassification` checkpoint.
+
+Why Accelerate rather than ``Trainer``: the same few lines give device placement, DDP under ``torchrun`` /
+``accelerate launch`` (gloo on CPU, NCCL on GPU), bf16/fp16 autocast, gradient accumulation and
+``save_state``/``load_state`` for resume, while the loop stays readable for students and can feed either
+waveforms or cached hidden states through the same model.
+
+Checkpoint directory ``out/`` (a Hugging Face model directory)::
+
+    config.json  model.safetensors  preprocessor_config.json   # the best model (save_pretrained)
+    training_args.json  metrics.json                           # how it was trained, per-epoch history
+    resume/state-<step>/                                       # last training state (removed when done)
+
+Every file is written to a temporary name and moved into place with ``os.replace``; a resume state is a
+complete directory renamed into place, so a kill at any moment leaves the last complete state to resume from.
+Data order and augmentation are seeded per ``(seed, epoch, clip)`` and the RNG states (dropout) are saved with
+the state, so a resumed run ends with the same weights and metrics as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .batches import Augment, ClipDataset, EmbeddingDataset, EmbeddingStore, EpochSampler, WaveformCollator, cache_labels
+from .evaluate import classification_metrics
+from .model import AsitForAudioClassification
+
+MODES = ("head", "partial", "full")
+BALANCE = ("none", "weights", "sampler")
+_STATE_PREFIX = "state-"
+
+
+@dataclass
+class TrainArgs:
+    """Everything that decides a training run (saved as ``training_args.json``; a resume must match it).
+
+    Attributes:
+        preset: backbone for a new model (``"tiny"``, ``"base"``, ``"base-random"``, a Hub id or directory).
+        pooling: ``"attention"``, ``"multihead"`` or ``"mean"``.
+        model_kwargs: other :class:`~asit_helpers.model.AsitConfig` fields (``num_heads``, ``attentive_stats``,
+            ``layer_weighted_sum``, ``classifier_dropout``, ``label_smoothing``, ...).
+        mode: ``"head"``, ``"partial"`` or ``"full"``.
+        top_layers: transformer layers trained in ``partial`` mode.
+        freeze_feature_encoder: keep the convolutional front end frozen (the usual choice for wav2vec2).
+        fast: cached-embedding fast path (``None``: on in ``head`` mode; only possible in ``head`` mode).
+        epochs, batch_size, grad_accum: per-device batch size; the optimiser steps every ``grad_accum`` batches.
+        lr_head, lr_backbone: AdamW learning rates for pooling + head and for the backbone.
+        weight_decay, warmup_ratio, max_grad_norm: AdamW decay; linear warmup share of all steps, then cosine.
+        balance: ``"none"``, ``"weights"`` (class-weighted loss) or ``"sampler"`` (class-balanced sampling).
+        augment: waveform augmentation (``None``: off); not possible on the fast path (the backbone's
+            outputs are computed once).
+        mixup_alpha: mixup of pairs in a batch with ``Beta(alpha, alpha)`` weights (0: off).
+        early_stopping: stop after this many epochs without a better validation metric (``None``: off).
+        metric: validation metric that picks the best epoch: ``"macro_f1"`` or ``"accuracy"``.
+        gradient_checkpointing: recompute backbone activations in backward (less memory, ~30% slower).
+        mixed_precision: ``"auto"`` (bf16 on GPUs that have it, else fp16; none on CPU), ``"bf16"``,
+            ``"fp16"`` or ``"no"``.
+        save_every: optimiser steps between resume states (also saved at every epoch end).
+        seed: seeds the model's initialisation, data order, augmentation and dropout.
+        num_workers: DataLoader worker processes (0: load in the main process).
+    """
+
+    preset: str = "tiny"
+    pooling: str = "attention"
+    model_kwargs: dict = field(default_factory=dict)
+    mode: str = "full"
+    top_layers: int = 2
+    freeze_feature_encoder: bool = True
+    fast: bool | None = None
+    epochs: int = 10
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr_head: float = 1e-3
+    lr_backbone: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    balance: str = "none"
+    augment: Augment | None = field(default_factory=Augment)
+    mixup_alpha: float = 0.0
+    early_stopping: int | None = None
+    metric: str = "macro_f1"
+    gradient_checkpointing: bool = False
+    mixed_precision: str = "auto"
+    save_every: int = 50
+    seed: int = 0
+    num_workers: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.augment, dict):
+            aug = dict(self.augment)
+            for key in ("noise_snr_db", "noise_colors"):
+                if key in aug:
+                    aug[key] = tuple(aug[key])
+            self.augment = Augment(**aug)
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.balance not in BALANCE:
+            raise ValueError(f"balance must be one of {BALANCE}, got {self.balance!r}")
+        if self.metric not in ("macro_f1", "accuracy"):
+            raise ValueError(f"metric must be 'macro_f1' or 'accuracy', got {self.metric!r}")
+        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be auto/no/bf16/fp16, got {self.mixed_precision!r}")
+        if self.fast and self.mode != "head":
+            raise ValueError("the cached-embedding fast path needs mode='head' (a frozen backbone)")
+        for name in ("epochs", "batch_size", "grad_accum", "save_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    @property
+    def use_fast_path(self) -> bool:
+        return self.mode == "head" if self.fast is None else bool(self.fast)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["augment"] = self.augment.to_dict() if self.augment is not None else None
+        return d
+
+    def differences(self, other: dict) -> list[str]:
+        """Fields that change the result and differ from a saved run's ``other`` (for resume)."""
+        ignore = {"num_workers", "save_every"}
+        mine = json.loads(json.dumps(self.to_dict()))
+        return [k for k in mine if k not in ignore and mine[k] != other.get(k)]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        model: the best model (eval mode, on CPU), identical to the one saved in ``checkpoint``.
+        history: one dict per epoch: ``epoch``, ``step``, ``train_loss``, ``train_accuracy``, ``val_loss``,
+            ``val_accuracy``, ``val_macro_f1``, ``lr_head``, ``lr_backbone``, ``seconds``.
+        best_epoch: the epoch (1-based) whose model was kept; best_metrics: its validation metrics.
+        checkpoint: the checkpoint directory.
+        seconds: wall time of this call (training + validation + saving).
+        resumed_from: the step a resumed run started from (None for a fresh run).
+    """
+
+    model: AsitForAudioClassification
+    history: list[dict]
+    best_epoch: int
+    best_metrics: dict
+    checkpoint: Path
+    seconds: float
+    resumed_from: int | None = None
+
+    def history_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.history)
+
+
+# ---- small pieces -------------------------------------------------------------------------------------------
+
+
+class _Forward(nn.Module):
+    """Wraps the model so waveforms and cached hidden states both go through ``forward`` (DDP's gradient sync
+    and Accelerate's autocast hook ``forward``; calling ``classify_hidden`` directly would bypass both)."""
+
+    def __init__(self, model: AsitForAudioClassification):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_values=None, attention_mask=None, hidden=None, frame_mask=None, **_):
+        if hidden is not None:
+            out = self.model.classify_hidden(hidden, frame_mask)
+        else:
+            out = self.model(input_values, attention_mask=attention_mask)
+        return out.logits
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj)}")
+
+
+def _latest_state(resume_dir: Path) -> Path | None:
+    """The newest complete resume state (``state-<step>`` with ``trainer_state.json``), or None."""
+    if not resume_dir.is_dir():
+        return None
+    states = [p for p in resume_dir.iterdir() if p.name.startswith(_STATE_PREFIX) and (p / "trainer_state.json").exists()]
+    return max(states, key=lambda p: int(p.name[len(_STATE_PREFIX) :]), default=None)
+
+
+def _open_cache(cache):
+    if isinstance(cache, (str, Path)):
+        try:
+            from .data import AudioCache
+        except ImportError:  # the data module re-exports it; the class itself lives in cache.py
+            from .cache import AudioCache
+
+        return AudioCache.open(cache)
+    return cache
+
+
+def _build_model(args: TrainArgs, labels: list[str], model) -> AsitForAudioClassification:
+    if model is None:
+        torch.manual_seed(args.seed)  # the head's initialisation is part of the run
+        return AsitForAudioClassification.from_backbone(
+            args.preset, labels=labels, pooling=args.pooling, **args.model_kwargs
+        )
+    if isinstance(model, (str, Path)):
+        model = AsitForAudioClassification.from_pretrained(str(model))
+    model_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    if model_labels != list(labels):
+        raise ValueError(f"the model's labels {model_labels} differ from the cache's {list(labels)}")
+    return model
+
+
+def _set_trainable(model: AsitForAudioClassification, args: TrainArgs) -> None:
+    for p in model.parameters():
+        p.requires_grad = True
+    if args.mode == "head":
+        model.freeze_backbone()
+    elif args.mode == "partial":
+        model.unfreeze_top_layers(args.top_layers)
+    if args.freeze_feature_encoder:
+        model.freeze_feature_encoder()
+
+
+def _param_groups(model: AsitForAudioClassification, args: TrainArgs) -> list[dict]:
+    backbone_ids = {id(p) for p in model.backbone.parameters()}
+    groups = {"backbone": [], "head": []}
+    for p in model.parameters():
+        if p.requires_grad:
+            groups["backbone" if id(p) in backbone_ids else "head"].append(p)
+    out = [{"params": groups["head"], "lr": args.lr_head, "name": "head"}]
+    if groups["backbone"]:
+        out.append({"params": groups["backbone"], "lr": args.lr_backbone, "name": "backbone"})
+    return out
+
+
+def _class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights, mean 1 over the classes present (absent classes get 0)."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max((counts > 0).sum(), 1), 0.0)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def _resolve_precision(args: TrainArgs, cpu: bool) -> str:
+    if args.mixed_precision != "auto":
+        return "no" if cpu else args.mixed_precision
+    if cpu:
+        return "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+# ---- the entry point ----------------------------------------------------------------------------------------
+
+
+def train(
+    cache,
+    out: str | Path = "checkpoints/run",
+    *,
+    model: AsitForAudioClassification | str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    device: str | None = None,
+    embeddings_dir: str | Path | None = None,
+    copy_to: str | Path | None = None,
+    callbacks: Sequence[Callable[[dict], None]] = (),
+    progress: bool = True,
+    **kwargs: Any,
+) -> TrainResult:
+    """Train (or fine-tune) an ASiT classifier on a cache's ``train`` split, picking the best epoch on ``val``.
+
+    Args:
+        cache: an ``AudioCache`` (or its directory).
+        out: checkpoint directory (created).
+        model: a model or checkpoint directory to fine-tune (default: a new one from ``preset``).
+        resume: continue from the last resume state in ``out`` (or return at once if that run finished).
+        overwrite: start over even though ``out`` holds a checkpoint (otherwise that is an error).
+        device: ``"cpu"`` or ``"cuda"`` (default: CUDA when available).
+        embeddings_dir: where the fast path stores hidden states (default ``<cache>/embeddings/<fingerprint>``).
+        copy_to: also copy the checkpoint (and resume state) here after each save, e.g. a mounted Google Drive
+            folder in Colab, so a disconnect loses nothing.
+        callbacks: functions called after every optimiser step with ``{"epoch", "step", "batch", "loss", "rank",
+            "model"}`` (``model``: this process's model, as trained so far; ``epoch`` counts from 0).
+        progress: ``tqdm.auto`` progress bars (main process only).
+        **kwargs: :class:`TrainArgs` fields (``mode="head"``, ``epochs=20``, ``augment=None``, ...).
+
+    Returns:
+        a :class:`TrainResult`.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+    from tqdm.auto import tqdm
+    from transformers import get_cosine_schedule_with_warmup
+
+    unknown = set(kwargs) - {f.name for f in fields(TrainArgs)}
+    if unknown:
+        raise TypeError(f"unknown training argument(s) {sorted(unknown)}; see TrainArgs")
+    args = TrainArgs(**kwargs)
+    started = time.perf_counter()
+    cache = _open_cache(cache)
+    out = Path(out)
+    resume_dir = out / "resume"
+    labels = [str(x) for x in cache.labels]
+    train_idx = np.asarray(cache.indices("train"), dtype=np.int64)
+    val_idx = np.asarray(cache.indices("val"), dtype=np.int64)
+    if len(train_idx) == 0:
+        raise ValueError("the cache has no clips in the 'train' split")
+    if len(val_idx) == 0:
+        warnings.warn("the cache has no 'val' split: the last epoch is kept and no validation metrics are reported")
+
+    cpu = device == "cpu" or (device is None and not torch.cuda.is_available())
+    accelerator = Accelerator(
+        cpu=cpu,
+        mixed_precision=_resolve_precision(args, cpu),
+        gradient_accumulation_steps=args.grad_accum,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
+    )
+    main = accelerator.is_main_process
+
+    # -- what to do with an existing directory -------------------------------------------------------------
+    metrics_path = out / "metrics.json"
+    state_dir = _latest_state(resume_dir) if resume else None
+    if resume and state_dir is None and metrics_path.exists():
+        done = json.loads(metrics_path.read_text())
+        if done.get("completed"):
+            diff = args.differences(done.get("training_args", {}))
+            if diff:
+                raise ValueError(f"{out}: finished run used different settings for {diff}")
+            best = AsitForAudioClassification.from_pretrained(str(out)).eval()
+            return TrainResult(best, done["history"], done["best_epoch"], done["best"], out,
+                               time.perf_counter() - started, resumed_from=done.get("steps"))
+    if not resume and not overwrite and (metrics_path.exists() or _latest_state(resume_dir) is not None):
+        raise FileExistsError(f"{out} already holds a training run: pass resume=True to continue it "
+                              "or overwrite=True to start over")
+    if overwrite and main and not resume:
+        shutil.rmtree(resume_dir, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+    # -- model, data, optimiser ----------------------------------------------------------------------------
+    set_seed(args.seed)
+    net = _build_model(args, labels, model)
+    _set_trainable(net, args)
+    if args.gradient_checkpointing and args.mode != "head":
+        net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    label_ids = cache_labels(cache)
+    train_labels = label_ids[train_idx]
+
+    store = None
+    if args.use_fast_path:
+        # the main process encodes (or finds) the store; the others then open the same files
+        if main:
+            store = EmbeddingStore.build(net.to(accelerator.device), cache, embeddings_dir,
+                                         batch_size=args.batch_size, progress=progress)
+            store_path = str(store.directory)
+        accelerator.wait_for_everyone()
+        if not main:
+            store = EmbeddingStore.build(net.to(accelerator.device), cache, embeddings_dir, progress=False)
+        train_set = EmbeddingDataset(store, train_idx, label_ids)
+        val_set = EmbeddingDataset(store, val_idx, label_ids)
+        collate = None
+    else:
+        train_set = ClipDataset(cache, train_idx, augment=args.augment, seed=args.seed)
+        val_set = ClipDataset(cache, val_idx)
+        collate = WaveformCollator(net.feature_extractor())
+    sampler = EpochSampler(train_labels, seed=args.seed, balanced=args.balance == "sampler")
+    # own generators: creating a DataLoader iterator otherwise draws from the global RNG, which would shift the
+    # dropout masks of a resumed run (its iterator is created at a different point of the RNG stream)
+    loader_kw = dict(batch_size=args.batch_size, collate_fn=collate, num_workers=args.num_workers,
+                     generator=torch.Generator().manual_seed(args.seed))
+    train_dl = DataLoader(train_set, sampler=sampler, drop_last=False, **loader_kw)
+    val_dl = DataLoader(val_set, shuffle=False, **loader_kw) if len(val_idx) else None
+
+    steps_per_epoch = math.ceil(len(train_dl) / args.grad_accum)
+    total_steps = steps_per_epoch * args.epochs
+    optimizer = torch.optim.AdamW(_param_groups(net, args), weight_decay=args.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
+    class_weights = _class_weights(train_labels, len(labels)) if args.balance == "weights" else None
+
+    fwd = _Forward(net)
+    if val_dl is not None:
+        fwd, optimizer, train_dl, val_dl, scheduler = accelerator.prepare(fwd, optimizer, train_dl, val_dl, scheduler)
+    else:
+        fwd, optimizer, train_dl, scheduler = accelerator.prepare(fwd, optimizer, train_dl, scheduler)
+    if class_weights is not None:
+        class_weights = class_weights.to(accelerator.device)
+
+    # -- resume --------------------------------------------------------------------------------------------
+    history: list[dict] = []
+    epoch, skip_batches, global_step = 0, 0, 0
+    best_value, best_epoch, best_metrics, stale = -math.inf, 0, {}, 0
+    running = {"loss": 0.0, "correct": 0.0, "seen": 0.0}
+    resumed_from = None
+    if state_dir is not None:
+        saved = json.loads((state_dir / "trainer_state.json").read_text())
+        diff = args.differences(saved["training_args"])
+        if diff:
+            raise ValueError(f"{state_dir}: cannot resume, these settings differ from the interrupted run: {diff}")
+        accelerator.load_state(str(state_dir))
+        epoch, skip_batches, global_step = saved["epoch"], saved["batch"], saved["step"]
+        history, running = saved["history"], saved["running"]
+        best_value, best_epoch, best_metrics, stale = (
+            saved["best_value"], saved["best_epoch"], saved["best_metrics"], saved["stale"]
+        )
+        resumed_from = global_step
+        if main:
+            print(f"resuming {out} from step {global_step} (epoch {epoch + 1}, batch {skip_batches})")
+
+    def save_state(epoch_: int, batch_: int) -> None:
+        """A complete resume state, renamed into place; older states are removed afterwards."""
+        final = resume_dir / f"{_STATE_PREFIX}{global_step:08d}"
+        tmp = resume_dir / f".tmp-{_STATE_PREFIX}{global_step:08d}"
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True, exist_ok=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if main:
+            state = {
+                "epoch": epoch_, "batch": batch_, "step": global_step, "history": history, "running": running,
+                "best_value": best_value, "best_epoch": best_epoch, "best_metrics": best_metrics, "stale": stale,
+                "training_args": args.to_dict(),
+            }
+            _atomic_write_text(tmp / "trainer_state.json", json.dumps(state, indent=1, default=_json_default))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            for old in resume_dir.iterdir():
+                if old != final and old.name.startswith(_STATE_PREFIX):
+                    shutil.rmtree(old, ignore_errors=True)
+            _copy_out(out, copy_to)
+        accelerator.wait_for_everyone()
+
+    def save_best(metrics: dict) -> None:
+        if not main:
+            return
+        unwrapped = accelerator.unwrap_model(fwd).model
+        tmp = out / ".tmp-best"
+        shutil.rmtree(tmp, ignore_errors=True)
+        unwrapped.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "training_args.json").write_text(json.dumps(args.to_dict(), indent=1))
+        summary = _metrics_summary(args, history, best_epoch, metrics, global_step, completed=False)
+        (tmp / "metrics.json").write_text(json.dumps(summary, indent=1, default=_json_default))
+        # one os.replace per file, metrics.json last: a kill in between is repaired by the resumed run, which
+        # replays this epoch (from an earlier state) and writes the best model again
+        names = sorted(p.name for p in tmp.iterdir())
+        for name in [n for n in names if n != "metrics.json"] + ["metrics.json"]:
+            os.replace(tmp / name, out / name)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+
+    # -- the loop ------------------------------------------------------------------------------------------
+    while epoch < args.epochs:
+        sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        epoch_started = time.perf_counter()
+        fwd.train()
+        if args.mode == "head":
+            net.backbone.eval()  # frozen: no dropout or SpecAugment masking, the same outputs the fast path caches
+        loader = accelerator.skip_first_batches(train_dl, skip_batches) if skip_batches else train_dl
+        bar = tqdm(loader, total=len(train_dl), initial=skip_batches, desc=f"epoch {epoch + 1}/{args.epochs}",
+                   disable=not (progress and main), unit="batch", leave=False)
+        batch_no = skip_batches
+        for batch in bar:
+            labels_t = batch.pop("labels")
+            batch.pop("index", None)
+            with accelerator.accumulate(fwd):
+                inputs, targets_b, lam = batch, None, 1.0
+                if args.mixup_alpha > 0:
+                    # the pair and the weight come from a generator of (seed, epoch, batch): replayable
+                    g = np.random.default_rng([args.seed, epoch, batch_no, accelerator.process_index])
+                    lam = float(g.beta(args.mixup_alpha, args.mixup_alpha))
+                    perm = torch.as_tensor(g.permutation(len(labels_t)), device=labels_t.device)
+                    inputs = _mix(batch, perm, lam)
+                    targets_b = labels_t[perm]
+                logits = fwd(**inputs).float()
+                loss = _loss(logits, labels_t, class_weights, net.config.label_smoothing)
+                if targets_b is not None:
+                    loss = lam * loss + (1 - lam) * _loss(logits, targets_b, class_weights, net.config.label_smoothing)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm:
+                    accelerator.clip_grad_norm_(fwd.parameters(), args.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            batch_no += 1
+            running["loss"] += float(loss.detach()) * len(labels_t)
+            running["correct"] += float((logits.argmax(-1) == labels_t).sum())
+            running["seen"] += len(labels_t)
+            if accelerator.sync_gradients:
+                global_step += 1
+                bar.set_postfix(loss=f"{running['loss'] / max(running['seen'], 1):.3f}")
+                for cb in callbacks:
+                    cb({"epoch": epoch, "step": global_step, "batch": batch_no, "loss": float(loss.detach()),
+                        "rank": accelerator.process_index, "model": net})
+                if global_step % args.save_every == 0 and batch_no < len(train_dl):
+                    save_state(epoch, batch_no)
+        bar.close()
+        skip_batches = 0
+
+        # -- end of epoch: reduce the running sums over ranks, validate, keep the best -----------------------
+        sums = accelerator.reduce(torch.tensor([running["loss"], running["correct"], running["seen"]],
+                                               device=accelerator.device, dtype=torch.float64), reduction="sum")
+        train_loss, train_acc = (sums[0] / sums[2]).item(), (sums[1] / sums[2]).item()
+        running = {"loss": 0.0, "correct": 0.0, "seen": 0.0}
+        row = {"epoch": epoch + 1, "step": global_step, "train_loss": train_loss, "train_accuracy": train_acc}
+        if val_dl is not None:
+            row.update(_validate(fwd, val_dl, accelerator, labels, class_weights, net.config.label_smoothing))
+        lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)}
+        row["lr_head"], row["lr_backbone"] = lrs.get("head"), lrs.get("backbone")
+        row["seconds"] = time.perf_counter() - epoch_started
+        history.append(row)
+        value = row.get(f"val_{args.metric}", -row["train_loss"]) if val_dl is not None else epoch
+        if value > best_value:
+            best_value, best_epoch, stale = value, epoch + 1, 0
+            best_metrics = {k: v for k, v in row.items() if k.startswith("val_")}
+            save_best(best_metrics)
+        else:
+            stale += 1
+        accelerator.wait_for_everyone()
+        epoch += 1
+        if main and progress:
+            shown = {k: round(v, 4) for k, v in row.items() if isinstance(v, float) and k != "seconds"}
+            print(f"epoch {epoch}/{args.epochs}: {shown} ({row['seconds']:.1f} s)")
+        stop_early = args.early_stopping is not None and stale >= args.early_stopping
+        if stop_early or epoch == args.epochs:
+            break
+        save_state(epoch, 0)
+
+    # -- done: final metrics, clean up the resume state ----------------------------------------------------
+    if main:
+        summary = _metrics_summary(args, history, best_epoch, best_metrics, global_step, completed=True)
+        _atomic_write_text(metrics_path, json.dumps(summary, indent=1, default=_json_default))
+        shutil.rmtree(resume_dir, ignore_errors=True)
+        _copy_out(out, copy_to)
+    accelerator.wait_for_everyone()
+    best = AsitForAudioClassification.from_pretrained(str(out)).eval()
+    accelerator.free_memory()
+    return TrainResult(best, history, best_epoch, best_metrics, out, time.perf_counter() - started, resumed_from)
+
+
+def _loss(logits, labels, weights, smoothing):
+    return nn.functional.cross_entropy(logits, labels, weight=weights, label_smoothing=smoothing)
+
+
+def _mix(batch: dict, perm: torch.Tensor, lam: float) -> dict:
+    """Mixup of inputs: waveforms (sample masks OR-ed) or cached hidden states (frame masks OR-ed)."""
+    mixed = dict(batch)
+    for value_key, mask_key in (("input_values", "attention_mask"), ("hidden", "frame_mask")):
+        if value_key in batch:
+            mixed[value_key] = lam * batch[value_key] + (1 - lam) * batch[value_key][perm]
+            mixed[mask_key] = batch[mask_key] | batch[mask_key][perm] if batch[mask_key].dtype == torch.bool \
+                else torch.maximum(batch[mask_key], batch[mask_key][perm])
+    return mixed
+
+
+@torch.no_grad()
+def _validate(fwd, val_dl, accelerator, labels, class_weights, smoothing) -> dict:
+    fwd.eval()
+    all_logits, all_labels = [], []
+    for batch in val_dl:
+        y = batch.pop("labels")
+        batch.pop("index", None)
+        logits = fwd(**batch).float()
+        logits, y = accelerator.gather_for_metrics((logits, y))
+        all_logits.append(logits.cpu())
+        all_labels.append(y.cpu())
+    logits, y = torch.cat(all_logits), torch.cat(all_labels)
+    loss = _loss(logits, y, class_weights.cpu() if class_weights is not None else None, smoothing).item()
+    m = classification_metrics(y.numpy(), logits.argmax(-1).numpy(), labels)
+    return {"val_loss": loss, "val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"]}
+
+
+def _metrics_summary(args, history, best_epoch, best, steps, completed) -> dict:
+    return {
+        "completed": completed,
+        "best_epoch": best_epoch,
+        "best": best,
+        "steps": steps,
+        "history": history,
+        "training_args": args.to_dict(),
+        "versions": {"torch": torch.__version__, **_versions()},
+    }
+
+
+def _versions() -> dict:
+    import accelerate
+    import transformers
+
+    return {"transformers": transformers.__version__, "accelerate": accelerate.__version__}
+
+
+def _copy_out(out: Path, copy_to: str | Path | None) -> None:
+    """Mirror ``out`` into ``copy_to`` (e.g. Google Drive): copied beside, then swapped in."""
+    if copy_to is None:
+        return
+    dest = Path(copy_to)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(out, tmp, ignore=shutil.ignore_patterns(".tmp-*"))
+    old = dest.with_name(f".{dest.name}.old")
+    if dest.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def colab_drive_dir(run_name: str, mount: bool = True) -> Path | None:
+    """In Colab: ``/content/drive/MyDrive/asit/<run_name>`` (mounting Drive if asked); elsewhere None.
+
+    Pass it as ``train(..., copy_to=colab_drive_dir("demo"))`` so the checkpoint and resume state survive a
+    disconnect; after reconnecting, copy it back (or train with ``out=`` that folder) and ``resume=True``.
+    """
+    try:
+        from google.colab import drive  # type: ignore
+    except ImportError:
+        return None
+    if mount and not Path("/content/drive/MyDrive").exists():
+        drive.mount("/content/drive")
+    return Path("/content/drive/MyDrive/asit") / run_name

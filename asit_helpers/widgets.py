@@ -1,0 +1,277 @@
+"""The notebook demo widget: record (in the browser) or upload a clip → top-k predictions, playback, and the
+model's attention over the waveform.
+
+    from asit_helpers.widgets import AsitDemo
+    AsitDemo("checkpoints/asit-tiny")          # the last expression of a cell displays it
+
+Two halves:
+
+* :class:`Recorder` — an `anywidget <https://anywidget.dev>`_ whose JavaScript records in the browser with the
+  same ``recorder.js`` the web page uses (``asit_helpers/static/recorder.js``), converts the clip to 16 kHz
+  mono WAV there, and sends the bytes to Python in a custom message. It runs wherever anywidget runs: JupyterLab,
+  Notebook 7, VS Code and Colab (anywidget enables Colab's custom widget manager itself).
+* :class:`AsitDemo` — the whole widget: the recorder, an upload button, and the result area (an audio player,
+  the top-k table and the attention plot). Its Python logic is the plain method :meth:`AsitDemo.classify_bytes`
+  (bytes → :func:`~asit_helpers.audio.load_audio` → :func:`~asit_helpers.inference.predict` → display), which
+  tests call without a browser.
+
+A refused microphone, a silent recording or an unreadable file shows a message in the widget, never a traceback.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import sys
+from importlib import resources
+from pathlib import Path
+
+import anywidget
+import ipywidgets as w
+import numpy as np
+import soundfile as sf
+import traitlets
+
+from .audio import SAMPLE_RATE, AudioError, load_audio
+from .inference import Prediction, predict
+from .model import AsitForAudioClassification, load_model
+
+__all__ = ["Recorder", "AsitDemo", "in_colab", "SILENCE_RMS"]
+
+#: A clip whose RMS is below this (-60 dBFS) counts as silence: a muted or disconnected microphone records
+#: digital zeros or a faint hiss, and classifying that would show a confident-looking label for nothing.
+SILENCE_RMS = 1e-3
+
+
+def _asset(name: str) -> str:
+    return resources.files("asit_helpers").joinpath(name).read_text(encoding="utf-8")
+
+
+def _esm() -> str:
+    """recorder.js (shared with the web page) followed by the widget's view: one ES module."""
+    return _asset("static/recorder.js") + "\n\n" + _asset("widget/recorder_widget.js")
+
+
+def in_colab() -> bool:
+    """True inside Google Colab (where FileUpload drops files ≥ 1 MB, so :meth:`AsitDemo.upload_from_colab`
+    is offered instead)."""
+    return "google.colab" in sys.modules
+
+
+class Recorder(anywidget.AnyWidget):
+    """Record button, level meter and status line; sends the recording to Python as 16 kHz mono WAV.
+
+    Messages to Python (handled by :meth:`AsitDemo.handle_message`): ``{"event": "audio", "name", "seconds"}``
+    with the WAV bytes as the one buffer, or ``{"event": "error", "message"}``.
+    """
+
+    _esm = _esm()
+    _css = _asset("widget/recorder_widget.css")
+    #: Recordings stop themselves after this many seconds.
+    max_seconds = traitlets.Float(30.0).tag(sync=True)
+    #: A line Python can show under the buttons.
+    status = traitlets.Unicode("").tag(sync=True)
+
+
+def _wav_bytes(samples: np.ndarray, sr: int = SAMPLE_RATE) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, samples, sr, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def _figure_png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, facecolor=fig.get_facecolor())
+    plt.close(fig)  # the figure lives in the Image widget now; keep pyplot from also showing it inline
+    return buf.getvalue()
+
+
+def _top_k_html(pred: Prediction) -> str:
+    rows = []
+    for i, (name, p) in enumerate(pred.top_k):
+        weight = "600" if i == 0 else "400"
+        rows.append(
+            f'<tr><td style="padding:1px 8px 1px 0;font-weight:{weight}">{html.escape(name)}</td>'
+            f'<td style="width:160px"><div style="height:10px;width:{max(1.0, p * 100):.1f}%;'
+            f'background:{"#ff8c00" if i == 0 else "#8c8c8c"};border-radius:2px"></div></td>'
+            f'<td style="padding-left:8px;font-variant-numeric:tabular-nums">{p:.1%}</td></tr>'
+        )
+    windows = f", {len(pred.windows)} windows of 5 s" if len(pred.windows) > 1 else ""
+    return (
+        f'<div class="asit-result"><div>Prediction: <b class="asit-label">{html.escape(pred.label)}</b> '
+        f'({pred.score:.1%}) &middot; <span class="asit-duration">{pred.duration_s:.1f} s</span>{windows}</div>'
+        f'<table class="asit-topk" style="margin-top:4px">{"".join(rows)}</table></div>'
+    )
+
+
+class AsitDemo(w.VBox):
+    """Record or upload a clip and see what the model hears, and when.
+
+    Args:
+        model: a checkpoint directory or a loaded :class:`AsitForAudioClassification`.
+        top_k: how many classes to list.
+        silence_rms: clips quieter than this RMS are refused with a "no sound" message.
+        max_seconds: the longest recording/upload accepted.
+        theme: "light" or "dark" for the attention plot.
+
+    Attributes:
+        prediction: the last :class:`~asit_helpers.inference.Prediction` (``None`` before the first clip or
+            after a refused one).
+        message: an ``ipywidgets.HTML`` with the last error or hint (``message_text`` gives its plain text).
+    """
+
+    def __init__(
+        self,
+        model: AsitForAudioClassification | str | Path,
+        *,
+        top_k: int = 5,
+        silence_rms: float = SILENCE_RMS,
+        max_seconds: float = 30.0,
+        theme: str = "light",
+    ):
+        self.model = load_model(model)
+        self.top_k = top_k
+        self.silence_rms = silence_rms
+        self.max_seconds = max_seconds
+        self.theme = theme
+        self.prediction: Prediction | None = None
+        self._message_text = ""
+
+        self.recorder = Recorder(max_seconds=max_seconds)
+        self.recorder.on_msg(self._on_recorder_msg)
+        self.upload = w.FileUpload(
+            accept=".wav,.flac,.ogg,.oga,.opus,.mp3,.aif,.aiff,audio/*", multiple=False, description="Upload"
+        )
+        self.upload.observe(self._on_upload, names="value")
+        self.message = w.HTML(layout=w.Layout(margin="4px 0"))
+        self.player = w.Audio(format="wav", autoplay=False, controls=True, layout=w.Layout(display="none"))
+        self.result = w.HTML()
+        self.plot = w.Image(format="png", layout=w.Layout(display="none", max_width="100%"))
+        hint = ""
+        if in_colab():
+            hint = ("In Colab this Upload button drops files of 1 MB or more: for those run "
+                    "<code>demo.upload_from_colab()</code> in a cell.")
+        labels = ", ".join(self.model.config.id2label[i] for i in sorted(self.model.config.id2label))
+        header = w.HTML(
+            f"<div><b>ASiT demo</b> &middot; {len(self.model.config.id2label)} classes: {html.escape(labels)}"
+            f"{'<br>' + hint if hint else ''}</div>"
+        )
+        super().__init__([header, w.HBox([self.recorder, self.upload]), self.message, self.player,
+                          self.result, self.plot])
+        self.add_class("asit-demo")
+
+    # -- messages ----------------------------------------------------------------------------------------------
+
+    @property
+    def message_text(self) -> str:
+        """The message currently shown, as plain text ("" when none)."""
+        return self._message_text
+
+    def show_message(self, text: str, kind: str = "error") -> None:
+        """Show ``text`` above the result ("error" in red, "info" plain)."""
+        self._message_text = text
+        color = "#e8453c" if kind == "error" else "inherit"
+        weight = "600" if kind == "error" else "400"
+        self.message.value = (
+            f'<div class="asit-message asit-{kind}" style="color:{color};font-weight:{weight}">'
+            f"{html.escape(text)}</div>" if text else ""
+        )
+
+    def _clear_result(self) -> None:
+        self.prediction = None
+        self.result.value = ""
+        self.player.layout.display = "none"
+        self.plot.layout.display = "none"
+
+    # -- the logic tests call ------------------------------------------------------------------------------------
+
+    def classify_bytes(self, data: bytes, name: str = "recording.wav") -> Prediction | None:
+        """Decode ``data`` (any format :func:`load_audio` reads), classify it and show the result.
+
+        Returns the Prediction, or ``None`` when the clip was refused; the reason is then in
+        :attr:`message_text` (unreadable file, silence, too short or too long).
+        """
+        self._clear_result()
+        try:
+            samples = load_audio(bytes(data), SAMPLE_RATE, max_seconds=self.max_seconds, name=name)
+        except AudioError as exc:
+            self.show_message(f"Could not use {exc.source}: {exc.reason}.")
+            return None
+        rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+        if rms < self.silence_rms:
+            level = "all samples are zero" if rms == 0 else f"level {20 * np.log10(rms):.0f} dBFS"
+            self.show_message(
+                f"No sound recorded in {name} ({level}): check that the microphone is connected, "
+                "not muted, and allowed for this page, then try again."
+            )
+            return None
+        try:
+            pred = predict(self.model, samples, top_k=self.top_k, max_seconds=self.max_seconds)
+        except AudioError as exc:
+            self.show_message(f"Could not use {name}: {exc.reason}.")
+            return None
+        pred.source = name
+        self.prediction = pred
+        self.show_message("")
+        self.player.value = _wav_bytes(samples)
+        self.player.layout.display = None
+        self.result.value = _top_k_html(pred)
+        try:
+            from .viz import plot_attention
+
+            self.plot.value = _figure_png(plot_attention(pred, samples, SAMPLE_RATE, theme=self.theme))
+            self.plot.layout.display = None
+        except Exception as exc:  # a plotting problem must not hide the prediction already shown
+            self.show_message(f"The attention plot could not be drawn ({type(exc).__name__}: {exc}).", "info")
+        return pred
+
+    def handle_message(self, content: dict, buffers=()) -> Prediction | None:
+        """One message from the browser (see :class:`Recorder`)."""
+        event = content.get("event") if isinstance(content, dict) else None
+        if event == "error":
+            self._clear_result()
+            self.show_message(str(content.get("message") or "The recording failed."))
+            return None
+        if event == "audio":
+            if not buffers:
+                self._clear_result()
+                self.show_message("The browser sent no audio data: try recording again.")
+                return None
+            return self.classify_bytes(bytes(buffers[0]), str(content.get("name") or "recording.wav"))
+        return None
+
+    # -- callbacks -------------------------------------------------------------------------------------------------
+
+    def _guard(self, fn, *args):
+        # Exceptions in widget callbacks vanish into the kernel log; show them in the widget instead.
+        try:
+            return fn(*args)
+        except Exception as exc:  # noqa: BLE001 — the last line of defence for a UI callback
+            self._clear_result()
+            self.show_message(f"Classification failed ({type(exc).__name__}: {exc}).")
+            return None
+
+    def _on_recorder_msg(self, _widget, content, buffers) -> None:
+        self._guard(self.handle_message, content, buffers)
+        if isinstance(content, dict) and content.get("event") == "audio":  # an error already shows in the view
+            self.recorder.status = ""  # so the same text twice still reaches the view as a change
+            self.recorder.status = (
+                f"Done: {self.prediction.label}" if self.prediction is not None else "Not classified (see below)."
+            )
+
+    def _on_upload(self, change) -> None:
+        files = change["new"]
+        if not files:
+            return
+        item = files[0]
+        self._guard(self.classify_bytes, bytes(item["content"]), str(item.get("name") or "upload"))
+
+    def upload_from_colab(self) -> list[Prediction | None]:
+        """Colab only: pick files with ``google.colab.files.upload`` (no 1 MB limit) and classify each."""
+        if not in_colab():
+            raise RuntimeError("upload_from_colab works in Google Colab only; use the Upload button elsewhere")
+        from google.colab import files  # type: ignore[import-not-found]
+
+        return [self._guard(self.classify_bytes, data, name) for name, data in files.upload().items()]

@@ -1,0 +1,388 @@
+"""CPU latency of one 5 s clip: fp32 eager (the reference) against faster variants, with top-1 agreement.
+
+    python bench/latency.py                 # table; writes bench/results/latency.json
+    python bench/latency.py --json          # the JSON on stdout instead of the table
+    python bench/latency.py --quick         # fewer repetitions (what `make bench` runs)
+    python bench/latency.py --compile       # also torch.compile (adds minutes of compilation on 2 cores)
+
+Model: a wav2vec2-base-sized ASiT (random-initialised backbone, the real compute) whose attention pooling and head
+were trained on synthetic soundscapes, so that "top-1 agreement" compares real decisions rather than noise. It is
+built once through the package's own pipeline (``synth.make_soundscapes`` → ``data.preprocess`` →
+``train.train(mode="head")``, the cached-embedding fast path) and kept in ``.cache/asit-bench/`` (or pass
+``--checkpoint DIR``).
+
+Agreement set: ``--agreement-clips`` (default 110) held-out synthetic clips rendered with a dataset seed the
+training data never used, five per class. For each variant: top-1 agreement with fp32, the largest absolute
+difference of any class probability, and accuracy against the true labels.
+
+Variants (each only on what this machine can run; a variant that cannot is recorded with the reason):
+
+- ``fp32``: eager float32, ``inference.classify_batch(..., precision="fp32")``: the reference.
+- ``bf16``: ``predict``'s default on CPUs with native bf16 (``classify_batch(..., precision="bf16")``): a cached
+  bf16 copy of the backbone, pooling and head in float32.
+- ``bf16-autocast``: ``torch.autocast("cpu", torch.bfloat16)`` around the fp32 model (re-casts weights per call).
+- ``int8-dynamic``: ``torch.ao.quantization.quantize_dynamic`` on every ``nn.Linear`` (int8 weights, activations
+  quantised per call; the conv front end stays fp32). Deprecated in torch 2.10+, still present in 2.13.
+- ``bf16-compile`` (``--compile``): the bf16 backbone under ``torch.compile`` (inductor).
+
+Timing: the variants are interleaved round-robin (one call of each, repeated), so load from other processes
+hits them alike and the ratios stay fair; p50/p95 over the repetitions, at batch 1 and batch 8. ``--profile``
+(default on) breaks the fastest qualifying variant's batch-1 time down by module, next to each module's counted
+FLOPs and the time those FLOPs would take at this machine's measured bf16 matrix-product rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, ROOT, latency_stats, machine_info, write_json  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from asit_helpers.inference import bf16_copy, classify_batch, cpu_supports_bf16  # noqa: E402
+from asit_helpers.model import AsitForAudioClassification, load_model  # noqa: E402
+
+CLIP_S = 5.0
+SR = 16000
+TARGET_P50_S = 0.12
+MIN_AGREEMENT = 0.99
+DEFAULT_MODEL_DIR = ROOT / ".cache" / "asit-bench" / "agreement-base-random"
+AGREEMENT_SEED = 20261124  # training data uses dataset seed 0: these clips are never seen in training
+
+
+# -- the model and the clips ----------------------------------------------------------------------------------------
+
+def build_agreement_model(out: Path, clips_per_class: int, epochs: int) -> dict:
+    """Train pooling + head of a base-random ASiT on synthetic soundscapes with the package's own pipeline."""
+    from asit_helpers.data import preprocess
+    from asit_helpers.synth import make_soundscapes
+    from asit_helpers.train import train
+
+    work = out.parent / "agreement-data"
+    t0 = time.perf_counter()
+    make_soundscapes(work / "synth", clips_per_class=clips_per_class, seed=0, progress=False)
+    preprocess(work / "synth", work / "cache", workers=1, seed=0, progress=False)
+    result = train(work / "cache", out, preset="base-random", mode="head", epochs=epochs, augment=None,
+                   overwrite=True, device="cpu", progress=False, batch_size=32, lr_head=3e-3)
+    best = max(result.history, key=lambda h: h.get("val_macro_f1", 0.0))
+    return {"built_s": round(time.perf_counter() - t0, 1), "clips_per_class": clips_per_class, "epochs": epochs,
+            "val_accuracy": best.get("val_accuracy"), "val_macro_f1": best.get("val_macro_f1")}
+
+
+def agreement_clips(model: AsitForAudioClassification, n: int) -> tuple[torch.Tensor, np.ndarray]:
+    """``n`` held-out synthetic clips, normalised as predict does: input_values `(n, 80000)`, true label ids `(n,)`."""
+    from asit_helpers.synth import SYNTH_CLASSES, clip_seed, render_clip
+
+    label2id = {str(k): int(v) for k, v in model.config.label2id.items()}
+    names = [c.name for c in SYNTH_CLASSES if c.name in label2id]
+    if not names:
+        raise SystemExit(f"the model's labels {sorted(label2id)[:5]}... are not synthetic classes: use a model "
+                         "trained on synth.make_soundscapes (or drop --checkpoint)")
+    clips, labels = [], []
+    for i in range(n):
+        cls = i % len(names)
+        audio, _ = render_clip(names[cls], clip_seed(AGREEMENT_SEED, cls, i // len(names)), seconds=CLIP_S)
+        clips.append(audio)
+        labels.append(label2id[names[cls]])
+    batch = model.feature_extractor()(clips, sampling_rate=SR, return_tensors="pt")
+    return batch["input_values"], np.asarray(labels)
+
+
+# -- the variants ---------------------------------------------------------------------------------------------------
+
+Forward = Callable[[torch.Tensor], torch.Tensor]  # input_values (B, S) -> logits (B, C)
+
+
+def make_variants(
+    model: AsitForAudioClassification, want_compile: bool
+) -> tuple[dict[str, Forward], dict[str, str], dict[str, nn.Module]]:
+    """Name → forward function; name → why a variant was skipped or what to know about it; name → the model whose
+    backbone the variant runs (for the profile's hooks)."""
+    variants: dict[str, Forward] = {}
+    notes: dict[str, str] = {}
+    runners: dict[str, nn.Module] = {"fp32": model, "bf16-autocast": model}
+    variants["fp32"] = lambda x: classify_batch(model, x, None, precision="fp32").logits
+
+    if cpu_supports_bf16():
+        variants["bf16"] = lambda x: classify_batch(model, x, None, precision="bf16").logits
+        runners["bf16"] = runners["bf16-compile"] = bf16_copy(model)
+
+        def autocast(x):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return model(x).logits.float()
+
+        variants["bf16-autocast"] = autocast
+    else:
+        notes["bf16"] = notes["bf16-autocast"] = "skipped: this CPU has no native bf16 (AVX512-BF16 / AMX)"
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            from torch.ao.quantization import quantize_dynamic
+
+            qmodel = quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
+        variants["int8-dynamic"] = lambda x: qmodel(x).logits
+        runners["int8-dynamic"] = qmodel
+        if "bf16" in variants:
+            # int8 linears for the transformer, bf16 for the conv front end (which int8 dynamic quantisation
+            # leaves in fp32): Wav2Vec2Model.forward's eval-mode steps, spelled out for this experiment only
+            conv = bf16_copy(model).backbone.feature_extractor
+            qbb = qmodel.backbone
+
+            def hybrid(x):
+                feats = conv(x.to(torch.bfloat16)).float().transpose(1, 2)  # (B, T, 512)
+                hidden, _ = qbb.feature_projection(feats)
+                hidden = qbb.encoder(hidden).last_hidden_state  # (B, T, 768)
+                mask = torch.ones(hidden.shape[:2], dtype=torch.bool)
+                return model.classify_hidden(hidden, mask).logits
+
+            variants["int8+bf16-conv"] = hybrid
+            runners["int8+bf16-conv"] = qmodel
+            notes["int8+bf16-conv"] = "the conv front end from the bf16 copy: the profile's conv row misses it"
+        if any("deprecated" in str(w.message) for w in caught):
+            notes["int8-dynamic"] = "torch.ao.quantization.quantize_dynamic is deprecated (torchao is its successor)"
+    except Exception as exc:  # removed in a later torch: record it, measure the rest
+        notes["int8-dynamic"] = f"skipped: {type(exc).__name__}: {exc}"[:300]
+
+    if want_compile and "bf16" in variants:
+        fast = bf16_copy(model)
+        compiled = torch.compile(fast.backbone)
+
+        def compiled_forward(x):
+            hidden = compiled(x.to(torch.bfloat16)).last_hidden_state
+            mask = torch.ones(hidden.shape[:2], dtype=torch.bool)
+            return model.classify_hidden(hidden.float(), mask).logits
+
+        variants["bf16-compile"] = compiled_forward
+    return variants, notes, runners
+
+
+# -- measuring ------------------------------------------------------------------------------------------------------
+
+@torch.inference_mode()
+def interleaved_times(variants: dict[str, Forward], x: torch.Tensor, reps: int, warmup: int) -> dict[str, list[float]]:
+    """Per-call wall times, one call of each variant per round, so slow spells of a shared machine hit all alike."""
+    for fn in variants.values():
+        for _ in range(warmup):
+            fn(x)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(reps):
+        for name, fn in variants.items():
+            t0 = time.perf_counter()
+            fn(x)
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+@torch.inference_mode()
+def probabilities(fn: Forward, x: torch.Tensor, batch: int = 8) -> np.ndarray:
+    return np.concatenate([torch.softmax(fn(x[i : i + batch]).float(), -1).numpy() for i in range(0, len(x), batch)])
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+    """This machine's large matrix-product rate right now (it moves with the load of a shared machine)."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+@torch.inference_mode()
+def module_profile(model: AsitForAudioClassification, runner: nn.Module, fn: Forward, x: torch.Tensor, reps: int,
+                   gflops_bf16: float) -> dict:
+    """Where one batch-1 forward's time goes, by module, against the FLOP floor of each module.
+
+    ``runner`` is the model whose backbone ``fn`` runs (the bf16 copy, the quantised copy, ...); its modules get
+    timing hooks. Under torch.compile the hooks see nothing and the time shows up as "other".
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    bb = runner.backbone
+    groups = {
+        "conv feature encoder": [bb.feature_extractor],
+        "feature projection": [bb.feature_projection],
+        "positional conv": [bb.encoder.pos_conv_embed],
+        "transformer layers (12)": list(bb.encoder.layers),
+        # the bf16 path runs the fp32 model's pooling + head; the others their runner's: hook both (deduplicated)
+        "pooling + head": list({id(m): m for m in (model.pooling, model.classifier, runner.pooling,
+                                                   runner.classifier)}.values()),
+    }
+    spent = {g: 0.0 for g in groups}
+    starts: dict[int, float] = {}
+    handles = []
+    for g, mods in groups.items():
+        for m in mods:
+            handles.append(m.register_forward_pre_hook(lambda mod, inp: starts.__setitem__(id(mod), time.perf_counter())))
+            handles.append(m.register_forward_hook(
+                lambda mod, inp, out, g=g: spent.__setitem__(g, spent[g] + time.perf_counter() - starts[id(mod)])))
+    total = 0.0
+    fn(x)
+    for g in spent:
+        spent[g] = 0.0
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn(x)
+        total += time.perf_counter() - t0
+    for h in handles:
+        h.remove()
+    flops = {g: 0 for g in groups}
+    suffixes = {".backbone.feature_extractor": "conv feature encoder",
+                ".backbone.feature_projection": "feature projection",
+                ".backbone.encoder.pos_conv_embed": "positional conv",
+                ".pooling": "pooling + head", ".classifier": "pooling + head"}
+    # counted on the fp32 model (the same FLOPs); under no_grad, since FlopCounterMode breaks weight-norm
+    # parametrizations under inference_mode (torch 2.13). Keys are dotted module paths, each counting its children.
+    with torch.inference_mode(False), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x.clone())
+    for name, counts in counter.get_flop_counts().items():
+        tail = name[name.find("."):] if "." in name else ""
+        key = next((g for suf, g in suffixes.items() if tail == suf), None) or ("transformer layers (12)" if re.search(r"\.encoder\.layers\.\d+$", name) else None)
+        if key:
+            flops[key] += sum(counts.values())
+    rows = []
+    for g in groups:
+        t = spent[g] / reps
+        floor = flops[g] / (gflops_bf16 * 1e9) if gflops_bf16 else None
+        rows.append({"module": g, "ms": round(t * 1e3, 2), "share": round(t / (total / reps), 3),
+                     "gflop": round(flops[g] / 1e9, 2),
+                     "floor_ms_at_measured_bf16": round(floor * 1e3, 2) if floor is not None else None})
+    other = total / reps - sum(spent.values()) / reps
+    rows.append({"module": "other (normalisation, masks, python)", "ms": round(other * 1e3, 2),
+                 "share": round(other / (total / reps), 3), "gflop": None, "floor_ms_at_measured_bf16": None})
+    return {"total_ms": round(total / reps * 1e3, 2), "reps": reps, "rows": rows,
+            "total_gflop": round(sum(flops.values()) / 1e9, 2)}
+
+
+# -- main -----------------------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true", help="print the result JSON instead of the table")
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions (make bench)")
+    ap.add_argument("--checkpoint", type=Path, default=None, help="a model trained on synthetic soundscapes")
+    ap.add_argument("--agreement-clips", type=int, default=110)
+    ap.add_argument("--reps", type=int, default=None, help="batch-1 rounds (default 30, quick 12)")
+    ap.add_argument("--reps-batch8", type=int, default=None, help="batch-8 rounds (default 6, quick 3)")
+    ap.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile)")
+    ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--train-clips-per-class", type=int, default=10)
+    ap.add_argument("--train-epochs", type=int, default=40)
+    ap.add_argument("--out", type=Path, default=RESULTS / "latency.json")
+    args = ap.parse_args(argv)
+    reps = args.reps or (12 if args.quick else 30)
+    reps8 = args.reps_batch8 or (3 if args.quick else 6)
+    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else (lambda *a: print(*a, flush=True))
+
+    started = time.perf_counter()
+    model_info: dict = {}
+    path = args.checkpoint or DEFAULT_MODEL_DIR
+    if args.checkpoint is None and not (path / "model.safetensors").exists():
+        log(f"building the agreement model in {path} (once; synthetic soundscapes, head training) ...")
+        model_info = build_agreement_model(path, args.train_clips_per_class, args.train_epochs)
+    model = load_model(path)
+    model_info.update({"path": str(path), "backbone": "wav2vec2-base-sized, random-initialised (base-random)",
+                       "trained": "attention pooling + head on synthetic soundscapes (train.train mode='head')"})
+    x_agree, y_true = agreement_clips(model, args.agreement_clips)
+    variants, notes, runners = make_variants(model, args.compile)
+    log(f"variants: {', '.join(variants)}; agreement clips: {len(y_true)}; rounds: {reps} (batch 1), {reps8} (batch 8)")
+
+    # agreement (and, for compile, the compilation) first: it also warms every variant up
+    probs = {}
+    for name, fn in variants.items():
+        t0 = time.perf_counter()
+        probs[name] = probabilities(fn, x_agree)
+        log(f"  {name}: agreement pass {time.perf_counter() - t0:.1f} s")
+    ref = probs["fp32"]
+
+    x1, x8 = x_agree[:1], x_agree[:8]
+    gflops = {"fp32": matmul_gflops(torch.float32)}
+    if cpu_supports_bf16():
+        gflops["bf16"] = matmul_gflops(torch.bfloat16)
+    t1 = interleaved_times(variants, x1, reps, warmup=2)
+    t8 = interleaved_times(variants, x8, reps8, warmup=1)
+    gflops_after = {k: matmul_gflops(torch.float32 if k == "fp32" else torch.bfloat16) for k in gflops}
+
+    rows = []
+    for name in variants:
+        p = probs[name]
+        row = {"name": name, **latency_stats(t1[name], 1, CLIP_S),
+               "batch8": latency_stats(t8[name], 8, CLIP_S),
+               "agreement": round(float((p.argmax(1) == ref.argmax(1)).mean()), 4),
+               "max_prob_diff": round(float(np.abs(p - ref).max()), 5),
+               "accuracy": round(float((p.argmax(1) == y_true).mean()), 4)}
+        row["speedup_vs_fp32"] = round(float(np.median(t1["fp32"]) / np.median(t1[name])), 2)
+        if name in notes:
+            row["note"] = notes[name]
+        rows.append(row)
+    skipped = [{"name": n, "note": why} for n, why in notes.items() if n not in variants]
+
+    qualifying = [r for r in rows if r["agreement"] >= MIN_AGREEMENT]
+    best = min(qualifying, key=lambda r: r["p50_s"])
+    result = {
+        "machine": machine_info(),
+        "settings": {"clip_s": CLIP_S, "reps_batch1": reps, "reps_batch8": reps8,
+                     "agreement_clips": int(len(y_true)), "min_agreement": MIN_AGREEMENT,
+                     "matmul_gflops_before": {k: round(v, 1) for k, v in gflops.items()},
+                     "matmul_gflops_after": {k: round(v, 1) for k, v in gflops_after.items()},
+                     "cpu_bf16_native": cpu_supports_bf16()},
+        "model": model_info,
+        "variants": rows,
+        "skipped": skipped,
+        "best_qualifying": best["name"],
+        "target": {"p50_s": TARGET_P50_S, "met": bool(best["p50_s"] <= TARGET_P50_S)},
+        "predict_default": "bf16" if cpu_supports_bf16() else "fp32",
+    }
+    if not args.no_profile:
+        result["profile"] = module_profile(model, runners[best["name"]], variants[best["name"]], x1,
+                                           max(3, reps // 3), gflops.get("bf16", gflops["fp32"]))
+        result["profile"]["variant"] = best["name"]
+    result["elapsed_s"] = round(time.perf_counter() - started, 1)
+    write_json(args.out, result)
+
+    if args.json:
+        print(json_dumps(result))
+        return 0
+    m = result["machine"]
+    print(f"\n{m['cpu']}, {m['torch_threads']} threads, load {m.get('load_avg_1_5_15')}, torch {m['torch']}; "
+          f"matmul GFLOP/s {result['settings']['matmul_gflops_before']} -> {result['settings']['matmul_gflops_after']}")
+    print(f"{'variant':15s} {'p50 s':>8s} {'p95 s':>8s} {'clips/s':>8s} {'RTF':>7s} {'b8 p50':>8s} {'b8 clips/s':>10s} "
+          f"{'x fp32':>7s} {'agree':>6s} {'maxΔp':>7s} {'acc':>6s}")
+    for r in rows:
+        print(f"{r['name']:15s} {r['p50_s']:8.3f} {r['p95_s']:8.3f} {r['clips_per_s']:8.2f} {r['rtf']:7.4f} "
+              f"{r['batch8']['p50_s']:8.3f} {r['batch8']['clips_per_s']:10.2f} {r['speedup_vs_fp32']:7.2f} "
+              f"{r['agreement']:6.3f} {r['max_prob_diff']:7.4f} {r['accuracy']:6.3f}")
+    for s in skipped:
+        print(f"{s['name']}: {s['note']}")
+    print(f"best with >= {MIN_AGREEMENT:.0%} agreement: {best['name']} p50 {best['p50_s']:.3f} s "
+          f"(target {TARGET_P50_S} s: {'met' if result['target']['met'] else 'not met'})")
+    if "profile" in result:
+        prof = result["profile"]
+        print(f"profile of {best['name']} at batch 1: {prof['total_ms']:.1f} ms, {prof['total_gflop']} GFLOP counted")
+        for r in prof["rows"]:
+            floor = "" if r["floor_ms_at_measured_bf16"] is None else f"  floor {r['floor_ms_at_measured_bf16']:.1f} ms"
+            gf = "" if r["gflop"] is None else f"  {r['gflop']:.2f} GFLOP"
+            print(f"  {r['module']:38s} {r['ms']:8.1f} ms {r['share']:6.1%}{gf}{floor}")
+    print(f"saved {args.out}  ({result['elapsed_s']:.0f} s)")
+    return 0
+
+
+def json_dumps(obj) -> str:
+    import json
+
+    return json.dumps(obj, indent=1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Synthetic soundscapes: layout, determinism, ground truth that matches the audio, and the end-to-end pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from asit_helpers.synth import BACKGROUNDS, SYNTH_CLASSES, clip_seed, make_soundscapes, render_clip
+
+CATEGORIES = {"Animals", "Birds", "Vehicles", "Environmental"}
+
+
+def test_class_list_is_22_in_four_categories():
+    names = [c.name for c in SYNTH_CLASSES]
+    assert len(names) == 22 and len(set(names)) == 22
+    assert {c.category for c in SYNTH_CLASSES} == CATEGORIES
+    assert len(BACKGROUNDS) >= 3
+
+
+@pytest.mark.parametrize("spec", SYNTH_CLASSES, ids=lambda c: c.name)
+def test_every_class_renders_a_located_event(spec):
+    """The event raises the level inside [onset, offset) above the background around it, for every class."""
+    audio, meta = render_clip(spec.name, seed=clip_seed(0, 0, 7), snr_db=(12.0, 12.0))
+    assert audio.shape == (80000,) and audio.dtype == np.float32 and np.isfinite(audio).all()
+    assert 0.29 <= np.abs(audio).max() <= 0.91
+    on, off = int(meta["onset_s"] * 16000), int(meta["offset_s"] * 16000)
+    assert 0 < on < off <= 80000
+    dur = (off - on) / 16000
+    assert spec.duration_s[0] - 1e-3 <= dur <= spec.duration_s[1] + 1e-3
+    inside = np.mean(audio[on:off] ** 2)
+    outside = np.mean(np.concatenate([audio[:on], audio[off:]]) ** 2)
+    # 12 dB SNR: the event window holds roughly (1 + 10^1.2) ≈ 17x the background's power.
+    assert inside > 5 * outside, f"{spec.name}: event window {inside:.3g} vs background {outside:.3g}"
+
+
+def test_render_is_deterministic_and_seed_sensitive():
+    a1, m1 = render_clip("dog", seed=123)
+    a2, m2 = render_clip("dog", seed=123)
+    a3, m3 = render_clip("dog", seed=124)
+    np.testing.assert_array_equal(a1, a2)
+    assert m1 == m2
+    assert not np.array_equal(a1, a3)
+
+
+def test_within_class_variation():
+    """Pitch/timbre/onset vary within a class: two clips of one class are different signals and windows."""
+    metas = [render_clip("siren", seed=clip_seed(0, 12, i))[1] for i in range(6)]
+    assert len({m["onset_s"] for m in metas}) == 6
+    assert len({m["snr_db"] for m in metas}) == 6
+    assert len({m["background"] for m in metas}) >= 2
+
+
+def test_unknown_class_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown synthetic class 'unicorn'"):
+        render_clip("unicorn", seed=0)
+
+
+def test_make_soundscapes_layout_csv_and_determinism(tmp_path):
+    classes = ["dog", "owl", "siren", "rain"]
+    events = make_soundscapes(tmp_path / "a", clips_per_class=3, seed=5, classes=classes, progress=False)
+    assert len(events) == 12
+    csv = pd.read_csv(tmp_path / "a" / "events.csv")
+    assert list(csv.columns) == ["path", "label", "category", "onset_s", "offset_s", "snr_db", "background", "seed"]
+    for row in csv.itertuples():
+        category, label, name = row.path.split("/")
+        assert (category, label) == (row.category, row.label) and name.endswith(".wav")
+        info = sf.info(tmp_path / "a" / row.path)
+        assert (info.samplerate, info.channels, info.frames) == (16000, 1, 80000)
+        assert 3.0 <= row.snr_db <= 20.0 and 0 < row.onset_s < row.offset_s <= 5.0
+    # Same seed → identical files; a clip regenerates from its stored per-clip seed alone.
+    make_soundscapes(tmp_path / "b", clips_per_class=3, seed=5, classes=classes, progress=False)
+    first = csv.iloc[0]
+    a, _ = sf.read(tmp_path / "a" / first.path, dtype="float32")
+    b, _ = sf.read(tmp_path / "b" / first.path, dtype="float32")
+    np.testing.assert_array_equal(a, b)
+    again, _ = render_clip(first.label, int(first.seed))
+    np.testing.assert_allclose(a, again, atol=1 / 32768 + 1e-6)  # 16-bit WAV quantisation
+    # More clips per class later: the existing clips are untouched (per-clip seeds), new ones are added.
+    more = make_soundscapes(tmp_path / "a", clips_per_class=4, seed=5, classes=classes, progress=False)
+    assert len(more) == 16
+    pd.testing.assert_frame_equal(more[more["path"].isin(csv["path"])].reset_index(drop=True), csv, check_dtype=False)
+
+
+def test_synth_then_preprocess_end_to_end(tmp_path):
+    """Synthetic data generated and preprocessed end to end: 22 classes, event times carried into the cache."""
+    from asit_helpers.data import AudioCache, preprocess
+
+    events = make_soundscapes(tmp_path / "synth", clips_per_class=4, seed=1, progress=False)
+    report = preprocess(tmp_path / "synth", tmp_path / "cache", workers=1, progress=False)
+    assert len(report.rejected) == 0 and len(report.kept) == 88 and len(report.classes) == 22
+    cache = AudioCache.open(tmp_path / "cache")
+    assert len(cache) == 88 and cache.waveforms.shape == (88, 80000) and cache.clip_samples == 80000
+    assert set(cache.manifest["split"]) == {"train", "val", "test"}
+    # Every clip's label and category match its folder and events.csv; the stored event times are the true ones.
+    ev = events.set_index("path")
+    rel = cache.manifest["path"].map(lambda p: "/".join(p.replace("\\", "/").split("/")[-3:]))
+    np.testing.assert_allclose(cache.manifest["event_onset_s"], rel.map(ev["onset_s"]).to_numpy())
+    np.testing.assert_allclose(cache.manifest["snr_db"], rel.map(ev["snr_db"]).to_numpy())
+    assert (cache.manifest["label"].to_numpy() == rel.map(ev["label"]).to_numpy()).all()
+    # The cached rows are the decoded files.
+    i = int(cache.indices("test")[0])
+    wav, _ = sf.read(cache.manifest["path"].iloc[i], dtype="float32")
+    np.testing.assert_array_equal(cache.audio(i), wav)

@@ -1,0 +1,78 @@
+"""A training run killed (SIGKILL; TerminateProcess on Windows) mid-epoch and resumed ends where an uninterrupted
+run ends: same history, same weights."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from asit_helpers.train import train
+
+# full mode with augmentation, dropout and mixup: every kind of randomness a resume must replay
+KW = dict(mode="full", epochs=2, batch_size=4, save_every=3, mixup_alpha=0.2, lr_head=3e-3, lr_backbone=1e-3)
+
+WORKER = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    from asit_helpers.data import AudioCache
+    from asit_helpers.train import train
+
+    cache_dir, out, hang_at, marker, kw = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4]), json.loads(sys.argv[5])
+
+    def hang(info):
+        # stand-in for a Colab disconnect: stop making progress mid-epoch and wait to be killed
+        if info["step"] == hang_at:
+            marker.write_text(json.dumps({k: v for k, v in info.items() if k != "model"}))
+            time.sleep(600)
+
+    train(AudioCache.open(cache_dir), out, callbacks=[hang], progress=False, **kw)
+    """
+)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(train_cache, tmp_path):
+    # 22 training clips / 4 per batch = 6 steps per epoch; states at step 3, 6 (epoch end) and 9; killed at 11
+    out, marker = tmp_path / "killed", tmp_path / "hanging.json"
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(train_cache.folder), str(out), "11", str(marker), json.dumps(KW)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        while not marker.exists():
+            if proc.poll() is not None:
+                pytest.fail("training worker exited before the kill point:\n" + proc.stdout.read().decode()[-3000:])
+            time.sleep(0.2)
+        assert json.loads(marker.read_text())["epoch"] == 1  # second epoch, mid-way
+    finally:
+        proc.kill()  # SIGKILL on POSIX: no handler, no clean-up, nothing flushed
+        proc.wait(timeout=60)
+    states = sorted(p.name for p in (out / "resume").iterdir())
+    assert states == ["state-00000009"], states  # the last complete state; older ones were removed
+    assert not json.loads((out / "metrics.json").read_text())["completed"]
+
+    resumed = train(train_cache, out, resume=True, progress=False, **KW)
+    assert resumed.resumed_from == 9
+    reference = train(train_cache, tmp_path / "straight", progress=False, **KW)
+
+    assert len(resumed.history) == len(reference.history) == 2
+    for a, b in zip(resumed.history, reference.history):
+        for key in ("step", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+    assert resumed.best_epoch == reference.best_epoch
+    wa, wb = load_file(str(out / "model.safetensors")), load_file(str(tmp_path / "straight" / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert json.loads((out / "metrics.json").read_text())["completed"]
+    assert not (out / "resume").exists()
