@@ -109,6 +109,8 @@ class Store:
     header: dict
     rows: dict = field(default_factory=dict)
     errors: dict = field(default_factory=dict)
+    _committer: object = field(default=None, repr=False)
+    _commits: list = field(default_factory=list, repr=False)
 
     @property
     def data_path(self) -> Path:
@@ -139,7 +141,7 @@ class Store:
                 old_header = json.loads(lines[0])
             except json.JSONDecodeError:
                 old_header = None
-        if old_header != store.header:
+        if old_header != store.header or not store.data_path.exists():
             store._reset()
             return store
         size = store.data_path.stat().st_size if store.data_path.exists() else 0
@@ -164,7 +166,12 @@ class Store:
             pass
 
     def append(self, results: list[tuple[str, dict]]) -> None:
-        """Commit finished files: samples first (flushed to disk), then their log lines."""
+        """Commit finished files: write their samples now; make them durable (fsync the samples, *then* append
+        and fsync their log lines) on a background thread, so waiting for the disk overlaps with decoding.
+
+        The log never names a row before its samples are on disk, so a kill or a power cut at any moment leaves
+        a store whose logged rows are all valid. Call :meth:`flush` before relying on the log.
+        """
         if not results:
             return
         lines = []
@@ -181,12 +188,35 @@ class Store:
                 meta.update(key=key, row=row)
                 self.rows[key] = meta
                 lines.append(meta)
-            f.flush()
+        self._raise_background_error()
+        if self._committer is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asit-cache-commit")
+        self._commits.append(self._committer.submit(self._make_durable, lines))
+
+    def _make_durable(self, lines: list[dict]) -> None:
+        with open(self.data_path, "r+b") as f:
             os.fsync(f.fileno())
         with open(self.log_path, "a", encoding="utf-8", newline="\n") as f:
             f.write("".join(json.dumps(rec) + "\n" for rec in lines))
             f.flush()
             os.fsync(f.fileno())
+
+    def _raise_background_error(self) -> None:
+        done = [c for c in self._commits if c.done()]
+        self._commits = [c for c in self._commits if not c.done()]
+        for c in done:
+            c.result()  # re-raises an OSError (disk full, ...) from the commit thread
+
+    def flush(self) -> None:
+        """Wait until every appended row is durable and logged."""
+        commits, self._commits = self._commits, []
+        for c in commits:
+            c.result()
+        if self._committer is not None:
+            self._committer.shutdown(wait=True)
+            self._committer = None
 
     def compact(self, keys: list[str]) -> None:
         """Rewrite the store so that row ``i`` holds ``keys[i]`` (dropping rows no longer wanted).
@@ -195,6 +225,7 @@ class Store:
         a plain run or a resumed run already appends in manifest order. Crash-safe: the old log is removed
         before the data file is replaced, so the worst case is decoding again, never a wrong row.
         """
+        self.flush()
         if [self.rows[k]["row"] for k in keys] == list(range(self.n_rows)):
             return
         old = np.memmap(self.data_path, dtype=DTYPE, mode="r", shape=(self.n_rows, int(self.header["clip_samples"])))
@@ -216,6 +247,7 @@ class Store:
 
     def truncate(self) -> None:
         """Drop bytes past the last committed row (left by a killed run)."""
+        self.flush()
         with open(self.data_path, "r+b") as f:
             f.truncate(self.n_rows * self.row_bytes)
 

@@ -123,7 +123,7 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
                         workers=args.workers, seed=args.seed, min_clips=args.min_clips, top_n=args.top_n,
                         recipe=args.recipe, progress=not args.json)
     print(json.dumps(report.to_dict(), indent=1) if args.json else report.summary())
-    return 0
+    return 0 if len(report.kept) else 1  # nothing usable is a failure a script should notice
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

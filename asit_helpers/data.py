@@ -463,7 +463,10 @@ class PreprocessReport:
             per_class = self.kept["label"].value_counts()
             lines.append("per class: " + ", ".join(f"{lab} {int(per_class.get(lab, 0))}" for lab in self.classes))
         lines.append(f"rejected {len(self.rejected)} files" + (":" if len(self.rejected) else ""))
-        lines += [f"  {r.path}: {r.reason}" for r in self.rejected.itertuples()]
+        shown = 20  # a broken download can reject thousands of files; the full list is in rejected.csv
+        lines += [f"  {r.path}: {r.reason}" for r in self.rejected.head(shown).itertuples()]
+        if len(self.rejected) > shown:
+            lines.append(f"  ... and {len(self.rejected) - shown} more (all in {self.cache_dir / 'rejected.csv'})")
         if len(self.excluded):
             reasons = self.excluded["reason"].value_counts()
             lines.append(f"left out {len(self.excluded)} valid clips: " + "; ".join(f"{r} ({c})" for r, c in reasons.items()))
@@ -503,18 +506,35 @@ def _run_decode(
     done = 0
     last_commit = time.monotonic()
     executor = None
-    try:
-        if workers and workers > 1:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
 
-            # spawn: the only start method on Windows and macOS, and safe with torch/threads in the parent.
-            executor = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
-            chunk = max(1, min(8, len(tasks) // (workers * 8)))
-            results = executor.map(decode_clip, tasks, chunksize=chunk)
-        else:
-            results = map(decode_clip, tasks)
-        for key, res in zip(keys, results):
+    def in_order():
+        """Results in task order: from worker processes, or in this process if there are none or they die."""
+        nonlocal executor
+        if not (workers and workers > 1):
+            yield from map(decode_clip, tasks)
+            return
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
+
+        # spawn: the only start method on Windows and macOS, and safe with torch/threads in the parent.
+        executor = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+        chunk = max(1, min(8, len(tasks) // (workers * 8)))
+        given = 0
+        try:
+            for res in executor.map(decode_clip, tasks, chunksize=chunk):
+                given += 1
+                yield res
+        except BrokenProcessPool as exc:
+            # A worker died (out of memory, a crash in a codec library) or could not start (a script fed on
+            # stdin cannot be re-imported by spawn): finish in this process rather than lose the run.
+            warnings.warn(f"decoding workers failed ({exc}); continuing in this process", RuntimeWarning, stacklevel=3)
+            executor.shutdown(wait=False, cancel_futures=True)
+            executor = None
+            yield from map(decode_clip, tasks[given:])
+
+    try:
+        for key, res in zip(keys, in_order()):
             pending.append((key, res))
             done += 1
             bar.update(1)
@@ -531,6 +551,7 @@ def _run_decode(
         # Keep what finished before an interruption (KeyboardInterrupt, an exception in a callback).
         if pending:
             store.append(pending)
+        store.flush()
         bar.close()
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)

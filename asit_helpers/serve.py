@@ -18,8 +18,15 @@ Concurrency: waitress runs requests on several threads; the model is shared. Two
 * ``"lock"`` (default): one lock around ``predict``; torch already uses every core inside one forward pass.
 * ``"micro"``: a queue that merges concurrent forward passes *of the same input shape* into one batch (equal
   shapes only, because padding changes a group-norm wav2vec2's output; a clip's answer must not depend on its
-  neighbours). ``bench/serve.py`` measures both side by side; the lock served as much or more on this CPU, so it
-  is the default (figures in the README's API section and ``bench/results/serve.json``).
+  neighbours), while decoding and post-processing of other requests overlap with it.
+
+Why the lock is the default (``bench/serve.py``, 8 clients, 5 s clips, both modes in one run; README has the
+table): with idle cores, micro-batching served more -- 1.95x for the tiny test model on 16 cores, but only
+1.07x (16 cores) and 1.12x (2 cores) for a full-size wav2vec2-base. On a 2-core machine busy with other work it
+collapsed instead (load average ~10; tiny: 2.0 vs 22.2 requests/s). Likely cause: each request crosses two
+extra thread hand-offs, and other requests' pre/post-processing competes with torch's intra-op threads, which on
+that machine were erratic even alone (a 2-thread forward pass varied 0.1-1.3 s, 1-thread ~40 ms). A few percent for the real model is not worth a 10x
+collapse on a busy laptop; ``--batching micro`` is there for a dedicated many-core server.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any, Callable
 
 import torch
@@ -202,6 +209,8 @@ class MicroBatchPredictor:
 
 
 def make_predictor(model: AsitForAudioClassification, batching: str = "lock") -> Callable:
+    """``"lock"`` → :class:`LockedPredictor`, ``"micro"`` → :class:`MicroBatchPredictor`; both are called like
+    ``predict`` without its model argument."""
     if batching == "lock":
         return LockedPredictor(model)
     if batching == "micro":
@@ -230,7 +239,8 @@ def _request_audio() -> tuple[bytes, str] | None:
         upload = request.files.get("file")
         if upload is None:
             return None
-        name = Path(upload.filename or "upload").name[:120] or "upload"
+        # only the base name, whichever separator the client's OS uses: a client-given path never reaches a message
+        name = PureWindowsPath(upload.filename or "upload").name[:120] or "upload"
         return upload.read(), name
     if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
         return None  # a form without a file part
@@ -274,7 +284,6 @@ def create_app(
     app.request_class = _InMemoryRequest
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
     app.config["ASIT_PREDICTOR"] = predictor
-    app.config["ASIT_MAX_SECONDS"] = max_seconds
     app.json.sort_keys = False
 
     @app.errorhandler(HTTPException)

@@ -138,8 +138,14 @@ def _sequence(
             break
         spans.append((pos, length))
         pos += length + int(rng.uniform(*gap_s) * SR)
-    if not spans:  # the window is shorter than one unit: one sub-event that fills it
-        spans = [(0, total)]
+    if len(spans) <= 1:  # room for one unit only: one longer call (up to twice the usual) that fills the window
+        return [(0, min(total, int(2 * unit_s[1] * SR)))]
+    # Spread the unused tail over the gaps (up to doubling them), so the calls span the whole window instead of
+    # leaving silence at its end.
+    leftover = total - (spans[-1][0] + spans[-1][1])
+    if len(spans) > 1 and leftover > 0:
+        extra = min(leftover / (len(spans) - 1), gap_s[1] * SR)
+        spans = [(start + int(i * extra), length) for i, (start, length) in enumerate(spans)]
     return spans
 
 
@@ -424,7 +430,7 @@ class SynthClass:
     description: str
 
 
-_SHORT = (0.6, 1.6)  # most events are about a second long: a fifth of the clip, so attention has to find them
+_SHORT = (0.7, 1.6)  # most events are about a second long: a fifth of the clip, so attention has to find them
 _TEXTURE = (1.0, 2.0)  # environmental textures are longer, but still a window with an onset and an offset
 
 #: The 22 classes, in label-id order (category by category, as the folder tree sorts them).
@@ -510,8 +516,9 @@ def render_clip(
 
     Returns:
         ``(audio, meta)``: ``audio`` float32 of shape ``(round(seconds * 16000),)`` with peak in [0.3, 0.9];
-        ``meta`` = ``{"onset_s", "offset_s", "snr_db", "background"}``. SNR is the event's mean power over its
-        window ``[onset, offset)`` against the background's mean power, in dB.
+        ``meta`` = ``{"onset_s", "offset_s", "snr_db", "background"}``: the window is where the event really
+        sounds (first to last audible sample); SNR is the event's mean power over that window against the
+        background's mean power, in dB.
     """
     if label not in _CLASS_BY_NAME:
         raise ValueError(f"unknown synthetic class {label!r}; choose from {sorted(_CLASS_BY_NAME)}")
@@ -526,6 +533,15 @@ def render_clip(
     background = BACKGROUNDS[bg_name](rng, n)
 
     event = spec.make(rng, length)
+    # The true window is where the event actually sounds: a call sequence that did not fill its slot (two barks
+    # and then silence) would otherwise claim silent time as "event".
+    hop = SR // 100  # 10 ms frames; the window spans the frames within 30 dB of the loudest one
+    frames = np.sqrt(np.mean(event[: length // hop * hop].reshape(-1, hop) ** 2, axis=1))
+    loud = np.flatnonzero(frames > 10 ** (-30 / 20) * frames.max()) if frames.size else np.array([], int)
+    first, last = (int(loud[0]) * hop, min(length, (int(loud[-1]) + 1) * hop)) if loud.size else (0, length)
+    event = event[first:last]
+    onset += first
+    length = last - first
     event_power = np.mean(event**2) + 1e-12
     event = event * np.sqrt(10.0 ** (snr / 10.0) / event_power)  # background has unit power
     mix = background.copy()
@@ -564,8 +580,9 @@ def make_soundscapes(
 ) -> pd.DataFrame:
     """Generate a synthetic dataset as ``out_dir/<Category>/<class>/<class>_NNNN.wav`` + ``out_dir/events.csv``.
 
-    Deterministic by ``seed``; re-running skips clips already on disk (unless ``overwrite``), so an interrupted
-    run resumes, and asking for more clips per class only adds the new ones.
+    Deterministic by ``seed``; re-running keeps clips already on disk and listed in ``events.csv`` with the same
+    seed (unless ``overwrite``), so an interrupted run resumes and asking for more clips per class only adds the
+    new ones. (A different ``seconds``/``snr_db`` needs a new folder or ``overwrite=True``.)
 
     Args:
         out_dir: where to write (created).
@@ -590,6 +607,13 @@ def make_soundscapes(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ids = {c.name: i for i, c in enumerate(SYNTH_CLASSES)}
+    # Clips already on disk with a matching row in an earlier events.csv are kept as they are (resume).
+    previous = {}
+    if not overwrite and (out / "events.csv").exists():
+        try:
+            previous = {r["path"]: r for r in pd.read_csv(out / "events.csv").to_dict(orient="records")}
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, KeyError):
+            previous = {}
     rows = []
     jobs = [(name, i) for name in names for i in range(clips_per_class)]
     for name, i in tqdm(jobs, desc="synthesising", unit="clip", disable=not progress):
@@ -597,10 +621,13 @@ def make_soundscapes(
         s = clip_seed(seed, ids[name], i)
         rel = Path(spec.category) / name / f"{name}_{i:04d}.wav"
         path = out / rel
+        old = previous.get(rel.as_posix())
+        if old is not None and int(old.get("seed", -1)) == s and path.exists():
+            rows.append(old)
+            continue
         audio, meta = render_clip(name, s, seconds=seconds, snr_db=snr_db)
-        if overwrite or not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _write_wav_atomic(path, audio)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_wav_atomic(path, audio)
         rows.append({"path": rel.as_posix(), "label": name, "category": spec.category, **meta, "seed": s})
     events = pd.DataFrame(rows)
     tmp = out / "events.csv.tmp"

@@ -492,6 +492,9 @@ def train(
         if args.mode == "head":
             net.backbone.eval()  # frozen: no dropout or SpecAugment masking, the same outputs the fast path caches
         loader = accelerator.skip_first_batches(train_dl, skip_batches) if skip_batches else train_dl
+        # Accelerate's loaders call sampler.set_epoch(<their own iteration count>) when iterated; a fresh
+        # skip-loader counts from 0, so tell it the epoch or a resumed epoch would replay epoch 0's order
+        loader.set_epoch(epoch)
         bar = tqdm(loader, total=len(train_dl), initial=skip_batches, desc=f"epoch {epoch + 1}/{args.epochs}",
                    disable=not (progress and main), unit="batch", leave=False)
         batch_no = skip_batches

@@ -266,8 +266,8 @@ def profile_inference(model: AsitForAudioClassification, batch: int, device: tor
                   and not e.key.startswith(("aten::", "cuda", "Memcpy", "Memset"))] or events
     total = sum(getattr(e, attr) for e in events) or 1.0
     kinds = {  # first match wins; kernel names differ by library version, so these are substrings
+        "convolution": ("conv", "fprop", "dgrad", "wgrad", "implicit", "winograd", "fft"),
         "matmul (gemm)": ("gemm", "sm90", "cutlass", "xmma", "cublas", "nvjet", "addmm", "bmm", "::mm", "linear"),
-        "convolution": ("conv", "implicit", "winograd", "fft"),
         "attention": ("flash", "fmha", "attention", "sdpa", "efficient"),
         "normalisation": ("norm",),
         "elementwise / other": ("",),

@@ -292,6 +292,14 @@ def main(argv: list[str] | None = None) -> int:
         log(f"building the agreement model in {path} (once; synthetic soundscapes, head training) ...")
         model_info = build_agreement_model(path, args.train_clips_per_class, args.train_epochs)
     model = load_model(path)
+    metrics_file = path / "metrics.json"
+    if metrics_file.exists():  # how well the head learned (val split of its training data)
+        import json
+
+        saved = json.loads(metrics_file.read_text())
+        best = saved.get("best") or {}
+        model_info.update({"val_accuracy": best.get("val_accuracy"), "val_macro_f1": best.get("val_macro_f1"),
+                           "best_epoch": saved.get("best_epoch")})
     model_info.update({"path": str(path), "backbone": "wav2vec2-base-sized, random-initialised (base-random)",
                        "trained": "attention pooling + head on synthetic soundscapes (train.train mode='head')"})
     x_agree, y_true = agreement_clips(model, args.agreement_clips)

@@ -348,3 +348,18 @@ def test_data_plots_draw(synth_small, tmp_path):
     assert html.count("<audio") == 2 and "dog" in html
     spec, centres = viz._log_mel(cache.audio(0))
     assert spec.shape[0] == len(centres) == 64 and np.isfinite(spec).all()
+
+
+def test_csv_manifest_source(tmp_path):
+    """A CSV with path + label (paths relative to the CSV) is a source too; a missing file is rejected, not fatal."""
+    for name in ("a.wav", "b.wav", "c.wav"):
+        sf.write(tmp_path / name, _noise(0.5, 16000), 16000)
+    pd.DataFrame({"path": ["a.wav", "b.wav", "c.wav", "gone.wav"], "label": ["x", "x", "y", "y"]}).to_csv(
+        tmp_path / "list.csv", index=False
+    )
+    report = preprocess(tmp_path / "list.csv", tmp_path / "cache", workers=1, progress=False)
+    assert sorted(report.kept["label"]) == ["x", "x", "y"]
+    assert report.rejected["path"].tolist() == [str(tmp_path / "gone.wav")]
+    assert "not found" in report.rejected["reason"].iloc[0] or "cannot be read" in report.rejected["reason"].iloc[0]
+    with pytest.raises(ValueError, match="needs columns 'path' and 'label'"):
+        preprocess(pd.DataFrame({"file": ["a.wav"]}), tmp_path / "c2", progress=False)

@@ -193,3 +193,16 @@ def test_readme_badge_table_lists_every_notebook():
     for name in nbmod.NOTEBOOKS:
         assert f"(notebooks/{name})" in section
         assert f"({nbmod.colab_url(name)})" in section
+
+
+@pytest.mark.slow
+def test_asit_demo_reports_a_failing_notebook(tmp_path, capsys):
+    """04 on an empty workspace: nothing to evaluate. The CLI says which cell failed and where the notebook is."""
+    from asit_helpers.cli import main
+
+    out = tmp_path / "empty"
+    assert main(["demo", "--out", str(out), "--smoke", "--only", "04_evaluate"]) == 1
+    err = capsys.readouterr().err
+    assert "FileNotFoundError" in err and "run the notebook that writes it first" in err
+    assert str(out / "notebooks") in err
+    assert (out / "notebooks" / "04_evaluate.ipynb").exists()

@@ -138,6 +138,12 @@ def _truncated_wav() -> bytes:
     return wav_bytes(1.0)[:1000]
 
 
+def _nan_wav() -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, np.full(8000, np.nan, dtype=np.float32), 16000, format="WAV", subtype="FLOAT")
+    return buf.getvalue()
+
+
 BAD_INPUTS = [
     # (case, request kwargs, status, words in the message)
     ("no body at all", dict(), 400, "no audio"),
@@ -149,6 +155,7 @@ BAD_INPUTS = [
     ("MP4/M4A", dict(data=b"\x00\x00\x00\x20ftypM4A " + bytes(200), content_type="audio/mp4"), 415, "MP4"),
     ("empty uploaded file", dict(data={"file": (io.BytesIO(b""), "empty.wav")}), 422, "empty"),
     ("truncated WAV", dict(data={"file": (io.BytesIO(_truncated_wav()), "cut.wav")}), 422, "truncated"),
+    ("NaN samples", dict(data={"file": (io.BytesIO(_nan_wav()), "nan.wav")}), 422, "NaN"),
     ("longer than max_seconds", dict(data=wav_bytes(13.0, sr=8000), content_type="audio/wav"), 422, "too long"),
     ("shorter than one frame", dict(data=wav_bytes(0.01), content_type="audio/wav"), 422, "too short"),
     ("larger than max_upload_mb (raw)", dict(data=bytes(int(1.2 * 2**20)), content_type="audio/wav"), 413, "too large"),
@@ -166,8 +173,9 @@ def test_bad_input_gets_a_clear_4xx(client, case, kwargs, status, words):
 
 
 def test_error_names_the_uploaded_file(client):
-    body = client.post("/predict", data={"file": (io.BytesIO(_truncated_wav()), "../../dog_01.wav")}).get_json()
-    assert body["error"].startswith("dog_01.wav: truncated WAV")  # the name, never a client-given path
+    for client_name in ("../../dog_01.wav", "C:\\Users\\me\\dog_01.wav"):
+        body = client.post("/predict", data={"file": (io.BytesIO(_truncated_wav()), client_name)}).get_json()
+        assert body["error"].startswith("dog_01.wav: truncated WAV")  # the name, never a client-given path
 
 
 @pytest.mark.parametrize("query", ["top_k=0", "top_k=99", "top_k=two", "top_k=-1"])
@@ -188,10 +196,6 @@ def test_fuzzed_garbage_never_gives_a_500(client):
     bodies = [rng.bytes(int(n)) for n in rng.integers(1, 5000, size=12)]
     bodies += [b"RIFF" + rng.bytes(100), valid[:44], valid[:45], b"fLaC" + rng.bytes(300), b"OggS" + rng.bytes(300),
                b"ID3" + rng.bytes(300), valid[:44] + bytes(4), b"\xff\xfb" + rng.bytes(500)]
-    # a WAV whose samples are NaN
-    buf = io.BytesIO()
-    sf.write(buf, np.full(8000, np.nan, dtype=np.float32), 16000, format="WAV", subtype="FLOAT")
-    bodies.append(buf.getvalue())
     for i, body in enumerate(bodies):
         for kwargs in (dict(data=body, content_type="application/octet-stream"),
                        dict(data={"file": (io.BytesIO(body), f"fuzz{i}.bin")})):

@@ -28,7 +28,14 @@ def test_every_class_renders_a_located_event(spec):
     on, off = int(meta["onset_s"] * 16000), int(meta["offset_s"] * 16000)
     assert 0 < on < off <= 80000
     dur = (off - on) / 16000
-    assert spec.duration_s[0] - 1e-3 <= dur <= spec.duration_s[1] + 1e-3
+    assert 0.2 <= dur <= spec.duration_s[1] + 1e-3
+    # The window is tight: the event sounds within its first and its last 100 ms (no silent tail claimed).
+    bg = np.mean(np.concatenate([audio[:on], audio[off:]]) ** 2)
+
+    def loudest_10ms(x):
+        return (x[: len(x) // 160 * 160].reshape(-1, 160) ** 2).mean(axis=1).max()
+
+    assert loudest_10ms(audio[on : on + 1600]) > 2 * bg and loudest_10ms(audio[off - 1600 : off]) > 2 * bg
     inside = np.mean(audio[on:off] ** 2)
     outside = np.mean(np.concatenate([audio[:on], audio[off:]]) ** 2)
     # 12 dB SNR: the event window holds roughly (1 + 10^1.2) ≈ 17x the background's power.
@@ -103,3 +110,14 @@ def test_synth_then_preprocess_end_to_end(tmp_path):
     i = int(cache.indices("test")[0])
     wav, _ = sf.read(cache.manifest["path"].iloc[i], dtype="float32")
     np.testing.assert_array_equal(cache.audio(i), wav)
+
+
+def test_cli_synth(tmp_path, capsys):
+    from asit_helpers.cli import main
+
+    assert main(["synth", str(tmp_path / "s"), "--clips-per-class", "1", "--seed", "3"]) == 0
+    assert "22 clips in 22 classes" in capsys.readouterr().out
+    wavs = sorted(p.relative_to(tmp_path / "s").as_posix() for p in (tmp_path / "s").rglob("*.wav"))
+    assert len(wavs) == 22 and "Birds/owl/owl_0000.wav" in wavs
+    assert main(["synth", str(tmp_path / "bad"), "--clips-per-class", "0"]) == 2  # clear error, no traceback
+    assert "clips_per_class must be at least 1" in capsys.readouterr().err
