@@ -169,6 +169,22 @@ class EmbeddingDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def __getitems__(self, positions: list[int]) -> list[dict]:
+        """A whole batch in one sorted read of the memmaps (DataLoader uses this when it exists): one call
+        instead of a Python-level read per clip, which dominates an epoch once the backbone is out of the loop."""
+        idx = self.indices[np.asarray(positions, dtype=np.int64)]
+        order = np.argsort(idx, kind="stable")
+        hidden = np.empty((len(idx),) + self.store.hidden.shape[1:], dtype=np.float32)
+        hidden[order] = self.store.hidden[idx[order]]
+        mask = np.empty((len(idx),) + self.store.frame_mask.shape[1:], dtype=bool)
+        mask[order] = self.store.frame_mask[idx[order]]
+        hidden_t, mask_t = torch.from_numpy(hidden), torch.from_numpy(mask)
+        return [
+            {"hidden": hidden_t[k], "frame_mask": mask_t[k], "labels": torch.tensor(int(self.labels[j])),
+             "index": torch.tensor(int(j))}
+            for k, j in enumerate(idx)
+        ]
+
     def __getitem__(self, i: int) -> dict:
         idx = int(self.indices[i])
         return {

@@ -47,7 +47,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from .serve import serve
 
     serve(args.checkpoint, host=args.host, port=args.port, threads=args.threads, max_upload_mb=args.max_upload_mb,
-          max_seconds=args.max_seconds, cors_origins=args.cors_origin or None, batching=args.batching)
+          max_seconds=args.max_seconds, cors_origins=args.cors_origin or None, batching=args.batching,
+          device=args.device)
     return 0
 
 
@@ -167,14 +168,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=120.0, help="longer audio gets 422")
     p.add_argument("--cors-origin", action="append", default=[],
                    help="allow this origin to call the API from its pages (repeatable; '*' for any); default none")
-    p.add_argument("--batching", choices=["lock", "micro"], default="lock",
-                   help="concurrency: a lock around the model (default) or a micro-batching queue")
+    p.add_argument("--batching", choices=["auto", "lock", "micro"], default="auto",
+                   help="concurrency: a lock around the model or a micro-batching queue (auto: micro on a GPU, "
+                        "lock on a CPU)")
+    p.add_argument("--device", default=None, help="torch device for the model, e.g. cuda (default: cpu)")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("train", help="train a classifier on a preprocessed cache (checkpoint in --out)")
     p.add_argument("cache", type=Path, help="cache directory (asit preprocess)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint directory, e.g. checkpoints/NAME")
-    p.add_argument("--preset", default="tiny", help="backbone: tiny, base, base-random, a Hub id or a directory")
+    p.add_argument("--preset", default="tiny", help="backbone: tiny, tiny-fb, base, base-random, a Hub id or a directory")
     p.add_argument("--init", type=Path, default=None, help="fine-tune this checkpoint instead of a new model")
     p.add_argument("--pooling", choices=["attention", "multihead", "mean"], default="attention")
     p.add_argument("--mode", choices=["head", "partial", "full"], default="full",

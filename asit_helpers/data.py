@@ -26,13 +26,13 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from .audio import DEFAULT_MAX_SECONDS, SAMPLE_RATE
-from .cache import FORMAT_VERSION, AudioCache, CacheError, Store, _atomic_write_text, decode_clip, file_key
+from .cache import FORMAT_VERSION, AudioCache, CacheError, Store, _atomic_write_text, decode_clip, decode_many, file_key
 from .sources import KaggleCredentialsError, download, download_esc50, download_kaggle, use_kaggle_json
 
 __all__ = [
@@ -196,8 +196,8 @@ def _scan_urbansound(csv_path: Path) -> pd.DataFrame:
     The Kaggle copy (chrisfilo/urbansound8k) has the folds at the top level; the original archive under ``audio/``.
     """
     meta = pd.read_csv(csv_path)
-    base = csv_path.parent
-    audio_root = base / "audio" if (base / "audio" / "fold1").is_dir() else base
+    candidates = [csv_path.parent, csv_path.parent / "audio", csv_path.parent.parent / "audio", csv_path.parent.parent]
+    audio_root = next((c for c in candidates if (c / "fold1").is_dir()), csv_path.parent)
     return _finish_manifest(
         {
             "path": [str(audio_root / f"fold{fold}" / name) for fold, name in zip(meta["fold"], meta["slice_file_name"])],
@@ -240,6 +240,8 @@ def scan(
             df["path"] = [str(p) if Path(p).is_absolute() else str(base / p) for p in df["path"]]
         if "group" not in df:
             df["group"] = [Path(p).stem for p in df["path"]]
+        # An events table (like synth's events.csv) names its event columns onset_s / offset_s.
+        df = df.rename(columns={c: f"event_{c}" for c in ("onset_s", "offset_s") if c in df and f"event_{c}" not in df})
         return _finish_manifest(df), _empty_rejected(), None
     root = Path(source)
     if not root.exists():
@@ -495,47 +497,77 @@ def _run_decode(
     callback: Callable[[int, int], None] | None,
     commit_every: int = 64,
 ) -> None:
-    """Decode ``tasks`` in order (in ``workers`` spawn-safe processes, or in this process for ``workers<=1``) and
-    commit results to ``store`` in batches, so an interruption loses at most one batch."""
+    """Decode ``tasks`` (``(path, clip_samples, crop, max_seconds)``) with ``workers`` decoders (this process
+    plus ``workers - 1`` spawn-safe processes) and commit them to ``store`` in batches, so an interruption loses
+    at most one batch."""
     from tqdm.auto import tqdm
 
     if not tasks:
         return
+    # Every task gets its own row slot up front, so workers write their samples straight into the data file.
+    base = store.reserve(len(tasks))
+    tasks = [(*task, str(store.data_path), base + i) for i, task in enumerate(tasks)]
     bar = tqdm(total=len(tasks), desc="decoding", unit="clip", disable=not progress)
     pending: list[tuple[str, dict]] = []
     done = 0
     last_commit = time.monotonic()
     executor = None
 
-    def in_order():
-        """Results in task order: from worker processes, or in this process if there are none or they die."""
+    def finished():
+        """``(task index, result)`` as tasks finish. Worker processes take chunks from the front of the list while
+        this process decodes chunks from the back: ``workers=2`` is one spawned process plus this one, this
+        process is never idle (it starts at once, while the worker is still spawning), and on a machine with no
+        spare core it is no slower than ``workers=1``. Rows have preassigned slots, so finishing order does not
+        change the cache."""
         nonlocal executor
-        if not (workers and workers > 1):
-            yield from map(decode_clip, tasks)
+        n_proc = (workers or 1) - 1
+        if n_proc < 1:
+            yield from enumerate(map(decode_clip, tasks))
             return
         import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+        from collections import deque
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
         from concurrent.futures.process import BrokenProcessPool
 
+        size = max(1, min(16, len(tasks) // (workers * 4)))
+        chunks = deque((lo, min(lo + size, len(tasks))) for lo in range(0, len(tasks), size))
+        inflight: dict = {}
+        current = None
         # spawn: the only start method on Windows and macOS, and safe with torch/threads in the parent.
-        executor = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
-        chunk = max(1, min(8, len(tasks) // (workers * 8)))
-        given = 0
+        executor = ProcessPoolExecutor(max_workers=n_proc, mp_context=mp.get_context("spawn"))
         try:
-            for res in executor.map(decode_clip, tasks, chunksize=chunk):
-                given += 1
-                yield res
+            while inflight or chunks:
+                while chunks and len(inflight) < 2 * n_proc:
+                    lo, hi = chunks.popleft()
+                    inflight[executor.submit(decode_many, tasks[lo:hi])] = (lo, hi)
+                ready = [f for f in inflight if f.done()]
+                for fut in ready:
+                    current = inflight.pop(fut)
+                    results = fut.result()
+                    yield from zip(range(*current), results)
+                    current = None
+                if ready:
+                    continue
+                if chunks:
+                    lo, hi = chunks.pop()
+                    for i in range(lo, hi):
+                        yield i, decode_clip(tasks[i])
+                else:
+                    wait(list(inflight), return_when=FIRST_COMPLETED)
         except BrokenProcessPool as exc:
             # A worker died (out of memory, a crash in a codec library) or could not start (a script fed on
             # stdin cannot be re-imported by spawn): finish in this process rather than lose the run.
             warnings.warn(f"decoding workers failed ({exc}); continuing in this process", RuntimeWarning, stacklevel=3)
+            left = ([current] if current else []) + list(inflight.values()) + list(chunks)
             executor.shutdown(wait=False, cancel_futures=True)
             executor = None
-            yield from map(decode_clip, tasks[given:])
+            for lo, hi in sorted(left):
+                for i in range(lo, hi):
+                    yield i, decode_clip(tasks[i])
 
     try:
-        for key, res in zip(keys, in_order()):
-            pending.append((key, res))
+        for i, res in finished():
+            pending.append((keys[i], res))
             done += 1
             bar.update(1)
             # Commit in batches (one fsync per batch, not per clip), and at least every couple of seconds.
@@ -590,8 +622,9 @@ def preprocess(
         source: a folder (recipe auto-detected), a CSV or a DataFrame (see :func:`scan`).
         out_dir: the cache folder.
         classes: class map (see :func:`load_class_map`); ``None`` = the recipe's default (ESC-50 → ESC-22).
-        workers: decoding processes (``<= 1``: in this process).
+        workers: decoders: this process plus ``workers - 1`` spawned processes (``<= 1``: this process only).
         seed: split seed.
+        min_clips, top_n: class filters (see :func:`apply_class_map`), counted over the files found.
         callback: ``callback(done, total)`` after each decoded file (progress in a UI).
         commit_every: decoded clips per durable commit (one fsync each); commits also happen every 2 s, so a
             kill loses at most that much work.
@@ -617,7 +650,9 @@ def preprocess(
     store = Store.open(out, header)
     manifest["key"] = [file_key(p) for p in manifest["path"]]
     manifest = manifest.drop_duplicates("key").reset_index(drop=True)
-    todo = manifest[~manifest["key"].isin(store.rows.keys()) & ~manifest["key"].isin(store.errors.keys())]
+    # Rejected files are tried again on every run (they are few, and a permission or a half-copied file may have
+    # been fixed without changing the file's size or time); finished ones never are.
+    todo = manifest[~manifest["key"].isin(store.rows.keys())]
     reused = len(manifest) - len(todo)
     _run_decode(
         [(p, clip_samples, crop, max_seconds) for p in todo["path"]],

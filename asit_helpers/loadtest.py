@@ -38,7 +38,7 @@ class ServerProcess:
     server's own memory (``rss_mb``). ``subprocess`` + ``terminate()``: works the same on Windows.
     """
 
-    def __init__(self, checkpoint: str | Path, *, threads: int = 4, batching: str = "lock",
+    def __init__(self, checkpoint: str | Path, *, threads: int = 4, batching: str = "auto",
                  extra_args: list[str] | None = None, startup_timeout_s: float = 120.0):
         self.checkpoint = Path(checkpoint)
         self.port = free_port()

@@ -57,9 +57,16 @@ TINY_BACKBONE = dict(
     layerdrop=0.0,
 )
 
+#: The tiny backbone with a two-layer front end whose first convolution is a learnable filterbank (400-sample
+#: = 25 ms kernels every 160 samples = 10 ms, then a stride-2 layer: frames stay 20 ms). Trained from scratch on a
+#: CPU it learns in minutes what the 7-layer front end (10-sample kernels: no frequency selectivity in the first
+#: layer, 16,000 steps per 5 s clip at full width) needs far more steps and ~4x the compute per step for.
+TINY_FB_BACKBONE = dict(TINY_BACKBONE, conv_dim=(64, 64), conv_kernel=(400, 3), conv_stride=(160, 2))
+
 #: Names ``from_backbone`` understands besides a Hub id, a local directory or a config object.
 PRESETS = {
     "tiny": "random-initialised small wav2vec2 (offline; tests and demo)",
+    "tiny-fb": "tiny with a learnable 25 ms / 10 ms filterbank front end (offline; trains from scratch on a CPU)",
     "base": "facebook/wav2vec2-base (95M parameters; needs internet the first time)",
     "base-random": "random-initialised wav2vec2-base-sized model (offline; real compute, for benchmarks)",
 }
@@ -293,7 +300,7 @@ class AsitForAudioClassification(AsitPreTrainedModel):
         """A new classifier on a backbone, with a fresh pooling layer and head.
 
         Args:
-            name_or_config: ``"tiny"`` / ``"base-random"`` (random init, offline), ``"base"`` (=
+            name_or_config: ``"tiny"`` / ``"tiny-fb"`` / ``"base-random"`` (random init, offline), ``"base"`` (=
                 ``facebook/wav2vec2-base``), any Hub id or local directory of a speech encoder (pretrained weights
                 are loaded), or a backbone config object (random init).
             labels: class names, in label-id order.
@@ -310,6 +317,8 @@ class AsitForAudioClassification(AsitPreTrainedModel):
             backbone_config = name_or_config
         elif name_or_config == "tiny":
             backbone_config = Wav2Vec2Config(**TINY_BACKBONE)
+        elif name_or_config == "tiny-fb":
+            backbone_config = Wav2Vec2Config(**TINY_FB_BACKBONE)
         elif name_or_config == "base-random":
             backbone_config = Wav2Vec2Config()
         else:

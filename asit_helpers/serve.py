@@ -5,7 +5,7 @@ Routes:
                        page, its JS (``static/app.js`` + the shared ``static/recorder.js``) and CSS ship in the
                        package, so it works offline.
     ``POST /predict``  multipart field ``file``, or the audio itself as the request body → ``Prediction.to_dict()``
-                       plus ``latency_ms``. Query: ``top_k`` (default 5).
+                       plus ``latency_ms``. Query: ``top_k`` (default 5, or every class if fewer).
     ``GET /health``    model, device, classes, version, concurrency mode, limits.
     ``GET /labels``    the class names in label-id order.
 
@@ -15,18 +15,21 @@ Every prediction goes through :func:`asit_helpers.inference.predict` and every d
 
 Concurrency: waitress runs requests on several threads; the model is shared. Two strategies (``batching``):
 
-* ``"lock"`` (default): one lock around ``predict``; torch already uses every core inside one forward pass.
+* ``"lock"`` (the default on a CPU): one lock around ``predict``; torch already uses every core inside one
+  forward pass.
 * ``"micro"``: a queue that merges concurrent forward passes *of the same input shape* into one batch (equal
   shapes only, because padding changes a group-norm wav2vec2's output; a clip's answer must not depend on its
-  neighbours), while decoding and post-processing of other requests overlap with it.
+  neighbours), while decoding and post-processing of other requests overlap with it. The default on a GPU.
 
-Why the lock is the default (``bench/serve.py``, 8 clients, 5 s clips, both modes in one run; README has the
+Why ``"auto"`` picks these (``bench/serve.py``, 8 clients, 5 s clips, both modes in one run; README has the
 table): with idle cores, micro-batching served more -- 1.95x for the tiny test model on 16 cores, but only
 1.07x (16 cores) and 1.12x (2 cores) for a full-size wav2vec2-base. On a 2-core machine busy with other work it
 collapsed instead (load average ~10; tiny: 2.0 vs 22.2 requests/s). Likely cause: each request crosses two
 extra thread hand-offs, and other requests' pre/post-processing competes with torch's intra-op threads, which on
-that machine were erratic even alone (a 2-thread forward pass varied 0.1-1.3 s, 1-thread ~40 ms). A few percent for the real model is not worth a 10x
-collapse on a busy laptop; ``--batching micro`` is there for a dedicated many-core server.
+that machine were erratic even alone (a 2-thread forward pass varied 0.1-1.3 s, 1-thread ~40 ms). A few percent
+for the real model is not worth a 10x collapse on a busy laptop; ``--batching micro`` is there for a dedicated
+many-core server. On a GPU (H100, full-size model) micro-batching served 2.1x more (96.4 vs 45.9 requests/s), so
+it is the default there.
 """
 
 from __future__ import annotations
@@ -208,14 +211,16 @@ class MicroBatchPredictor:
                 job.done.set()
 
 
-def make_predictor(model: AsitForAudioClassification, batching: str = "lock") -> Callable:
-    """``"lock"`` → :class:`LockedPredictor`, ``"micro"`` → :class:`MicroBatchPredictor`; both are called like
-    ``predict`` without its model argument."""
+def make_predictor(model: AsitForAudioClassification, batching: str = "auto") -> Callable:
+    """``"lock"`` → :class:`LockedPredictor`, ``"micro"`` → :class:`MicroBatchPredictor`, ``"auto"`` → micro on a
+    GPU, lock on a CPU (see the module docstring); each is called like ``predict`` without its model argument."""
+    if batching == "auto":
+        batching = "micro" if model.device.type == "cuda" else "lock"
     if batching == "lock":
         return LockedPredictor(model)
     if batching == "micro":
         return MicroBatchPredictor(model)
-    raise ValueError(f"unknown batching mode {batching!r}; use 'lock' or 'micro'")
+    raise ValueError(f"unknown batching mode {batching!r}; use 'auto', 'lock' or 'micro'")
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -254,7 +259,7 @@ def create_app(
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     max_seconds: float = DEFAULT_MAX_SECONDS,
     cors_origins: list[str] | str | None = None,
-    batching: str = "lock",
+    batching: str = "auto",
     top_k: int = 5,
     device: str | None = None,
 ) -> Flask:
@@ -266,13 +271,15 @@ def create_app(
         max_seconds: audio longer than this gets 422 (shorter long audio is windowed by ``predict``).
         cors_origins: origins allowed to call the API from other pages (``"*"`` for any). ``None``: no CORS
             headers, so browsers only let the app's own page call it.
-        batching: ``"lock"`` or ``"micro"`` (see the module docstring).
+        batching: ``"auto"`` (micro-batching on a GPU, a lock on a CPU), ``"lock"`` or ``"micro"`` (see the module
+            docstring).
         top_k: default number of ranked classes (a request may ask for another with ``?top_k=``).
         device: where to run the model (default: CPU, or where the given model already is).
     """
     model = load_model(checkpoint_dir_or_model, device=device)
     predictor = make_predictor(model, batching)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    default_top_k = max(1, min(top_k, len(labels)))  # a 3-class model can't rank 5
     if isinstance(checkpoint_dir_or_model, (str, Path)):
         model_name = Path(checkpoint_dir_or_model).resolve().name
     else:
@@ -344,8 +351,8 @@ def create_app(
     def predict_route():
         if request.method == "OPTIONS":  # CORS preflight; headers added by _headers when configured
             return Response(status=204)
-        k = request.args.get("top_k", str(top_k))
-        if not k.isdigit() or not 1 <= int(k) <= len(labels):
+        k = request.args.get("top_k", str(default_top_k))
+        if not (k.isascii() and k.isdigit()) or not 1 <= int(k) <= len(labels):  # "²".isdigit() is True
             return _error(400, f"top_k must be a whole number from 1 to {len(labels)}, got {k!r}")
         got = _request_audio()
         if got is None:

@@ -382,7 +382,6 @@ def train(
         if main:
             store = EmbeddingStore.build(net.to(accelerator.device), cache, embeddings_dir,
                                          batch_size=args.batch_size, progress=progress)
-            store_path = str(store.directory)
         accelerator.wait_for_everyone()
         if not main:
             store = EmbeddingStore.build(net.to(accelerator.device), cache, embeddings_dir, progress=False)

@@ -51,6 +51,7 @@ def _sync(device: torch.device) -> None:
 def _backbone_config(preset: str) -> Wav2Vec2Config:
     cfg = Wav2Vec2Config(**TINY_BACKBONE) if preset == "tiny" else Wav2Vec2Config()
     cfg._attn_implementation = "sdpa"  # the same attention kernel for both models
+    cfg.layerdrop = 0.0  # LayerDrop skips random layers in training: the compute of a step would vary
     return cfg
 
 
@@ -96,6 +97,25 @@ def count_flops(fn) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
+
+
+def training_flops(model, x: torch.Tensor, labels: torch.Tensor, device: torch.device) -> tuple[int, int]:
+    """FLOPs of one training step = forward + 2 × forward of the trained part (the frozen conv feature encoder
+    has no backward), from a counted forward pass. Returns ``(step_flops, counted_backward_flops)``.
+
+    Why not count the backward pass directly: FlopCounterMode's formula for ``convolution_backward`` overcounts
+    grouped convolutions (wav2vec2's positional conv has 16 groups; seen ~16x here), which would inflate MFU.
+    The direct count is still returned for reference.
+    """
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16), FlopCounterMode(display=False) as c:
+        model(x, labels=labels)
+    fwd = int(c.get_total_flops())
+    frozen = sum(sum(v.values()) for k, v in c.get_flop_counts().items() if k.endswith(".feature_extractor")
+                 and k.count(".") == 2)
+    with torch.autocast(device.type, dtype=torch.bfloat16), FlopCounterMode(display=False) as c2:
+        model(x, labels=labels).loss.backward()
+    model.zero_grad(set_to_none=True)
+    return fwd + 2 * (fwd - frozen), int(c2.get_total_flops())
 
 
 def measure_matmul_tflops(device: torch.device, n: int) -> float:
@@ -159,7 +179,7 @@ def bench_model(name, model, args, device, peak_tflops, measured_tflops) -> dict
         return out.loss
 
     step()  # AdamW state exists before counting, so the count is a steady-state step
-    flops_train = count_flops(step)
+    flops_train, flops_train_counted = training_flops(model, *train_batches[0], device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t_tr = _time(step, args.iters, args.warmup, device)
@@ -174,6 +194,7 @@ def bench_model(name, model, args, device, peak_tflops, measured_tflops) -> dict
         "mfu_vs_measured_matmul": round(flops_train / med / 1e12 / measured_tflops, 4) if measured_tflops else None,
         "peak_mem_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
         "frozen": "conv feature encoder",
+        "gflop_per_clip_flopcounter_direct": round(flops_train_counted / args.batch_train / 1e9, 2),
     }
     model.eval()
     return row
@@ -266,9 +287,9 @@ def profile_inference(model: AsitForAudioClassification, batch: int, device: tor
                   and not e.key.startswith(("aten::", "cuda", "Memcpy", "Memset"))] or events
     total = sum(getattr(e, attr) for e in events) or 1.0
     kinds = {  # first match wins; kernel names differ by library version, so these are substrings
+        "attention": ("flash", "fmha", "attention", "sdpa", "efficient"),  # before gemm: "cutlass" is in both
         "convolution": ("conv", "fprop", "dgrad", "wgrad", "implicit", "winograd", "fft"),
         "matmul (gemm)": ("gemm", "sm90", "cutlass", "xmma", "cublas", "nvjet", "addmm", "bmm", "::mm", "linear"),
-        "attention": ("flash", "fmha", "attention", "sdpa", "efficient"),
         "normalisation": ("norm",),
         "elementwise / other": ("",),
     }
@@ -286,6 +307,26 @@ def profile_inference(model: AsitForAudioClassification, batch: int, device: tor
     }
 
 
+@torch.inference_mode()
+def conv_layer_times(model: AsitForAudioClassification, batch: int, device: torch.device, iters: int = 10) -> list:
+    """Median time of each convolution module of the backbone alone (bf16 autocast), on its real input shape."""
+    bb = model.backbone
+    x = torch.randn(batch, int(CLIP_S * SR), generator=torch.Generator().manual_seed(9)).to(device)
+    rows = []
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        h = x[:, None]
+        for i, layer in enumerate(bb.feature_extractor.conv_layers):
+            med = statistics.median(_time(lambda: layer(h), iters, 3, device))
+            rows.append({"module": f"conv_layers.{i}", "input": list(h.shape), "ms": round(med * 1e3, 3)})
+            h = layer(h)
+        hidden, _ = bb.feature_projection(h.transpose(1, 2).float())
+        med = statistics.median(_time(lambda: bb.encoder.pos_conv_embed(hidden), iters, 3, device))
+        rows.append({"module": "encoder.pos_conv_embed", "input": list(hidden.shape), "ms": round(med * 1e3, 3)})
+        med = statistics.median(_time(lambda: bb.encoder.layers[0](hidden), iters, 3, device))
+        rows.append({"module": "encoder.layers.0 (one of 12)", "input": list(hidden.shape), "ms": round(med * 1e3, 3)})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
@@ -298,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--matmul-n", type=int, default=8192, help="size of the matrix product that measures the ceiling")
     ap.add_argument("--compile", action="store_true", help="also time ASiT inference with torch.compile")
     ap.add_argument("--profile", action="store_true", help="also profile one bf16 inference batch by kernel")
+    ap.add_argument("--cudnn-benchmark", action="store_true",
+                    help="let cuDNN time its convolution algorithms and keep the fastest (torch.backends.cudnn.benchmark)")
     ap.add_argument("--out", type=Path, default=RESULTS / "gpu.json")
     args = ap.parse_args(argv)
 
@@ -306,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: no CUDA device here; run with --device cpu --preset tiny for a smoke test", file=sys.stderr)
         return 2
     if device.type == "cuda":
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark
         torch.backends.cuda.matmul.allow_tf32 = True  # the fp32 pieces (loss, head) as a tuned setup would run them
     measured = measure_matmul_tflops(device, args.matmul_n) if device.type == "cuda" else None
     models = build_models(args.preset, device)
@@ -314,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [bench_model(name, m, args, device, args.peak_tflops, measured) for name, m in models.items()]
     extra = []
     prof = profile_inference(models["asit"], args.batch_infer, device) if args.profile else None
+    if prof is not None:
+        prof["module_times"] = conv_layer_times(models["asit"], args.batch_infer, device)
     if args.compile:
         try:
             extra.append(bench_compiled(models["asit"], args, device, args.peak_tflops, measured))
@@ -325,10 +371,13 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {
             "preset": args.preset, "clip_s": CLIP_S, "precision": "bf16 autocast, fp32 master weights",
             "attention": "sdpa", "optimizer": "AdamW", "iters": args.iters, "warmup": args.warmup,
+            "cudnn_benchmark": bool(args.cudnn_benchmark),
             "peak_tflops_used": args.peak_tflops,
             "peak_source": "H100 SXM dense bf16 datasheet (989.4 TFLOP/s)" if args.peak_tflops == 989.4 else "--peak-tflops",
             "measured_bf16_matmul_tflops": round(measured, 1) if measured else None,
-            "flop_counter": "torch.utils.flop_counter.FlopCounterMode (matmul, conv, attention)",
+            "flop_counter": "torch.utils.flop_counter.FlopCounterMode (matmul, conv, attention) on the forward; "
+                            "a training step = forward + 2 x forward of the trained part (conv feature encoder frozen)",
+            "layerdrop": 0.0,
         },
         "asit_bf16_vs_fp32": check,
         "predict_auto_vs_fp32": pred_check,
@@ -354,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
               f"by kind {prof['by_kind_share']}")
         for k in prof["top_kernels"][:10]:
             print(f"  {k['ms_per_iter']:8.3f} ms {k['share']:6.1%}  {k['name'][:90]}")
+        print("  modules alone: " + ", ".join(f"{r['module']} {r['ms']:.2f} ms" for r in prof["module_times"]))
     print(f"saved {args.out}")
     return 0
 

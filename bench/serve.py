@@ -8,6 +8,7 @@ Both modes run in the same invocation, side by side, so their ratio is not skewe
     python bench/serve.py                          # tiny + full-size (random init) models, 5 s clips
     python bench/serve.py --models tiny --requests 400
     python bench/serve.py --checkpoint path/to/checkpoint
+    python bench/serve.py --device cuda --requests 400 --out bench/results/serve_gpu.json
 
 Prints a table and saves ``bench/results/serve.json``. Models are random-initialised (the speed of a forward pass
 does not depend on the weights' values); the checkpoint is written to a temporary folder and removed afterwards.
@@ -54,7 +55,8 @@ def save_random_model(preset: str, folder: Path) -> Path:
 
 
 def run_one(checkpoint: Path, mode: str, body: bytes, args) -> dict:
-    with ServerProcess(checkpoint, threads=args.threads, batching=mode) as server:
+    extra = ["--device", args.device] if args.device else []
+    with ServerProcess(checkpoint, threads=args.threads, batching=mode, extra_args=extra) as server:
         url = server.url + "/predict"
         hammer(url, body, requests_total=max(4, args.concurrency), concurrency=args.concurrency)  # warm-up
         single = hammer(url, body, requests_total=args.single, concurrency=1)
@@ -88,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=None, help="concurrent requests per run (default by model)")
     parser.add_argument("--single", type=int, default=None, help="sequential requests per run (default by model)")
     parser.add_argument("--threads", type=int, default=4, help="waitress threads")
+    parser.add_argument("--device", default=None, help="serve on this torch device (default: the server's, cpu)")
     parser.add_argument("--out", type=Path, default=RESULTS / "serve.json")
     args = parser.parse_args(argv)
 
@@ -102,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             run_args.requests = args.requests or (400 if small else 48)
             run_args.single = args.single or (60 if small else 12)
             for mode in args.modes:
-                row = {"model": name, "clip_s": args.clip_s, "concurrency": args.concurrency,
+                row = {"model": name, "device": args.device or "cpu", "clip_s": args.clip_s,
+                       "concurrency": args.concurrency,
                        "requests": run_args.requests, "single_requests": run_args.single,
                        **run_one(path, mode, body, run_args)}
                 results.append(row)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import sys
 import zipfile
 from pathlib import Path
 
@@ -173,19 +172,24 @@ def test_esc22_is_the_curated_subset():
     assert pd.Series(ESC22).value_counts().to_dict() == {"Animals": 7, "Vehicles": 6, "Environmental": 5, "Birds": 4}
 
 
-def test_urbansound8k_recipe(tmp_path):
-    """chrisfilo/urbansound8k layout: UrbanSound8K.csv + fold1..fold10; folds split, fsID groups."""
+@pytest.mark.parametrize("layout", ["kaggle", "original"])
+def test_urbansound8k_recipe(tmp_path, layout):
+    """chrisfilo/urbansound8k (UrbanSound8K.csv + fold1..fold10) or the original archive (metadata/ + audio/):
+    its 10-class labels, official folds split, and slices of one recording (fsID) grouped."""
     root = tmp_path / "us8k"
+    audio = root if layout == "kaggle" else root / "audio"
     rows = []
     for fold in range(1, 11):
         for k, (cls, cid) in enumerate((("dog_bark", 3), ("siren", 8))):
             fs_id = 1000 + fold * 10 + k
             name = f"{fs_id}-{cid}-0-0.wav"
-            (root / f"fold{fold}").mkdir(parents=True, exist_ok=True)
-            sf.write(root / f"fold{fold}" / name, np.zeros(8000, dtype=np.float32) + 0.01, 22050)
+            (audio / f"fold{fold}").mkdir(parents=True, exist_ok=True)
+            sf.write(audio / f"fold{fold}" / name, np.zeros(8000, dtype=np.float32) + 0.01, 22050)
             rows.append({"slice_file_name": name, "fsID": fs_id, "start": 0.0, "end": 0.36, "salience": 1,
                          "fold": fold, "classID": cid, "class": cls})
-    pd.DataFrame(rows).to_csv(root / "UrbanSound8K.csv", index=False)
+    csv = root / "UrbanSound8K.csv" if layout == "kaggle" else root / "metadata" / "UrbanSound8K.csv"
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(csv, index=False)
     report = preprocess(root, tmp_path / "cache", workers=1, progress=False)
     assert report.classes == ["dog_bark", "siren"] and len(report.kept) == 20
     m = report.kept

@@ -104,7 +104,7 @@ def test_real_defaults_for_colab():
     assert pm.inspect_notebook(str(NB_DIR / "01_download_data.ipynb"))["DATASET"]["default"] == '"esc22"'
     train_params = pm.inspect_notebook(str(NB_DIR / "03_train.ipynb"))
     assert train_params["PRESET"]["default"] == '"base"'
-    assert nbmod.OFFLINE_TRAINING["preset"] == "tiny"
+    assert nbmod.OFFLINE_TRAINING["preset"].startswith("tiny")  # offline: a random-initialised tiny backbone
 
 
 def test_offline_and_smoke_switches(monkeypatch):

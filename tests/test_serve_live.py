@@ -85,7 +85,7 @@ def test_bad_input_over_http(server):
 
 
 @pytest.mark.slow
-def test_load_8_clients_2000_requests_no_errors_flat_memory(server):
+def test_load_8_clients_2000_requests_no_errors_flat_memory(server, capsys):
     """8 concurrent keep-alive clients, 2,000 POSTs of a 0.5 s clip; stops by itself after the last request."""
     body = wav_bytes(0.5)
     warm = hammer(server.url + "/predict", body, requests_total=100, concurrency=LOAD_CLIENTS)
@@ -93,19 +93,21 @@ def test_load_8_clients_2000_requests_no_errors_flat_memory(server):
     rss_before = server.rss_mb()
     stats = hammer(server.url + "/predict", body, requests_total=LOAD_REQUESTS, concurrency=LOAD_CLIENTS)
     rss_after = server.rss_mb()
+    mode = requests.get(server.url + "/health", timeout=10).json()["batching"]
     common = _bench_common()
     result = {
         **stats,
         "clip_s": 0.5,
         "model": "tiny (random init, tests' fixture)",
-        "server": "asit serve, waitress, 4 threads, batching=lock",
+        "server": f"asit serve, waitress, 4 threads, batching={mode}",
         "rss_before_mb": round(rss_before, 1),
         "rss_after_mb": round(rss_after, 1),
         "rss_growth_mb": round(rss_after - rss_before, 1),
         "machine": common.machine_info(),
     }
     common.write_json(ROOT / "bench" / "results" / "serve_load.json", result)
-    print("\nserve load test:", json.dumps({k: v for k, v in result.items() if k != "machine"}))
+    with capsys.disabled():  # shown in every `make test` run, not only with -s
+        print("\nserve load test:", json.dumps({k: v for k, v in result.items() if k != "machine"}))
     assert stats["errors"] == 0, stats["first_error"]
     assert stats["statuses"] == {"200": LOAD_REQUESTS}
     assert rss_after - rss_before < RSS_GROWTH_LIMIT_MB, result

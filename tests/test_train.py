@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from asit_helpers.batches import Augment, ClipDataset, EmbeddingStore, EpochSampler, augment_clip
+from asit_helpers.batches import Augment, ClipDataset, EmbeddingDataset, EmbeddingStore, EpochSampler, augment_clip
 from asit_helpers.model import AsitForAudioClassification
 from asit_helpers.train import TrainArgs, _class_weights, train
 
@@ -25,7 +25,10 @@ def _weights(path):
 
 def test_head_fast_path_gives_a_full_checkpoint(train_cache, tmp_path):
     out = tmp_path / "ck"
-    result = train(train_cache, out, mode="head", lr_head=5e-3, embeddings_dir=tmp_path / "emb", progress=False, **FAST)
+    drive = tmp_path / "drive" / "ck"  # stands in for a mounted Google Drive folder
+    result = train(train_cache, out, mode="head", lr_head=5e-3, embeddings_dir=tmp_path / "emb", copy_to=drive,
+                   progress=False, **FAST)
+    assert sorted(p.name for p in drive.iterdir()) == sorted(p.name for p in out.iterdir())
 
     # a complete Hugging Face directory, written by save_pretrained + our two JSON files
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "training_args.json", "metrics.json"):
@@ -41,6 +44,11 @@ def test_head_fast_path_gives_a_full_checkpoint(train_cache, tmp_path):
     store = EmbeddingStore(tmp_path / "emb")
     assert store.hidden.dtype == np.float16 and store.hidden.shape[0] == len(train_cache)
     assert store.hidden.shape[-1] == result.model.config.backbone_config.hidden_size
+    # the batched read (what the DataLoader uses) returns exactly the per-item reads, duplicates included
+    ds = EmbeddingDataset(store, train_cache.indices("train")[::-1].copy(), train_cache.label_ids())
+    for item, pos in zip(ds.__getitems__([3, 0, 5, 0]), [3, 0, 5, 0]):
+        one = ds[pos]
+        assert all(torch.equal(item[k], one[k]) for k in ("hidden", "frame_mask", "labels", "index"))
 
     # backbone untouched (frozen), pooling and head trained
     torch.manual_seed(0)
