@@ -138,16 +138,23 @@ def resample(samples: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) ->
     return soxr.resample(samples, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
 
 
-def audio_info(src: AudioSource, *, name: str | None = None) -> dict:
-    """Header facts without decoding the samples: ``{"sample_rate", "channels", "frames", "duration_s", "format"}``.
-
-    Raises :class:`AudioError` for anything :func:`load_audio` would also reject at the header stage.
-    """
+def _checked_bytes(src: AudioSource, name: str | None) -> tuple[str, bytes]:
+    """The source's name for messages and its bytes, after the checks every reader needs (exists, not empty,
+    not a truncated WAV)."""
     label = _source_name(src, name)
     data = _read_bytes(src, label)
     if not data:
         raise AudioError(label, "empty file (0 bytes)")
     _check_wav_truncation(data, label)
+    return label, data
+
+
+def audio_info(src: AudioSource, *, name: str | None = None) -> dict:
+    """Header facts without decoding the samples: ``{"sample_rate", "channels", "frames", "duration_s", "format"}``.
+
+    Raises :class:`AudioError` for anything :func:`load_audio` would also reject at the header stage.
+    """
+    label, data = _checked_bytes(src, name)
     try:
         info = sf.info(io.BytesIO(data))
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
@@ -187,11 +194,7 @@ def load_audio(
         AudioError: empty file, not audio, truncated or corrupt data, unsupported codec, zero samples,
             NaN/Inf samples, or longer than ``max_seconds`` — always naming the source.
     """
-    label = _source_name(src, name)
-    data = _read_bytes(src, label)
-    if not data:
-        raise AudioError(label, "empty file (0 bytes)")
-    _check_wav_truncation(data, label)
+    label, data = _checked_bytes(src, name)
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             orig_sr = int(f.samplerate)

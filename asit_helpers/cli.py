@@ -99,7 +99,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from .synth import make_soundscapes
 
-    events = make_soundscapes(args.out, clips_per_class=args.clips_per_class, seed=args.seed)
+    events = make_soundscapes(args.out, clips_per_class=args.clips_per_class, seed=args.seed, snr_db=tuple(args.snr))
     print(f"{len(events)} clips in {events['label'].nunique()} classes written to {args.out} "
           f"(true event times in {Path(args.out) / 'events.csv'})")
     return 0
@@ -215,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path, help="output folder (Category/class/clip.wav + events.csv)")
     p.add_argument("--clips-per-class", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--snr", type=float, nargs=2, default=[3.0, 20.0], metavar=("LOW", "HIGH"),
+                   help="event-to-background SNR range in dB (default 3 20; e.g. 10 20 for an easier set)")
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("download", help="download a dataset: esc50 / esc22 / urbansound8k or any Kaggle slug")
