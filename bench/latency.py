@@ -19,7 +19,8 @@ Variants (each only on what this machine can run; a variant that cannot is recor
 
 - ``fp32``: eager float32, ``inference.classify_batch(..., precision="fp32")``: the reference.
 - ``bf16``: ``predict``'s default on CPUs with native bf16 (``classify_batch(..., precision="bf16")``): a cached
-  bf16 copy of the backbone, pooling and head in float32.
+  copy with bf16 linear/conv weights run under autocast (norms, residual stream, pooling and head in float32).
+- ``bf16-pure``: the whole backbone in bf16 (weights and activations, residual stream included).
 - ``bf16-autocast``: ``torch.autocast("cpu", torch.bfloat16)`` around the fp32 model (re-casts weights per call).
 - ``int8-dynamic``: ``torch.ao.quantization.quantize_dynamic`` on every ``nn.Linear`` (int8 weights, activations
   quantised per call; the conv front end stays fp32). Deprecated in torch 2.10+, still present in 2.13.
@@ -117,6 +118,16 @@ def make_variants(
         variants["bf16"] = lambda x: classify_batch(model, x, None, precision="bf16").logits
         runners["bf16"] = runners["bf16-compile"] = bf16_copy(model)
 
+        with torch.inference_mode(False), torch.no_grad():
+            pure = copy.deepcopy(model).to(torch.bfloat16).eval()
+
+        def pure_bf16(x):  # every weight and activation in bf16, residual stream included
+            hidden, mask = pure.encode(x.to(torch.bfloat16))
+            return model.classify_hidden(hidden.float(), mask).logits
+
+        variants["bf16-pure"] = pure_bf16
+        runners["bf16-pure"] = pure
+
         def autocast(x):
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 return model(x).logits.float()
@@ -140,7 +151,8 @@ def make_variants(
             qbb = qmodel.backbone
 
             def hybrid(x):
-                feats = conv(x.to(torch.bfloat16)).float().transpose(1, 2)  # (B, T, 512)
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    feats = conv(x).float().transpose(1, 2)  # (B, T, 512)
                 hidden, _ = qbb.feature_projection(feats)
                 hidden = qbb.encoder(hidden).last_hidden_state  # (B, T, 768)
                 mask = torch.ones(hidden.shape[:2], dtype=torch.bool)
@@ -278,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps-batch8", type=int, default=None, help="batch-8 rounds (default 6, quick 3)")
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile)")
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--variants", nargs="+", default=None, help="measure only these (fp32 always)")
     ap.add_argument("--train-clips-per-class", type=int, default=10)
     ap.add_argument("--train-epochs", type=int, default=40)
     ap.add_argument("--out", type=Path, default=RESULTS / "latency.json")
@@ -305,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
                        "trained": "attention pooling + head on synthetic soundscapes (train.train mode='head')"})
     x_agree, y_true = agreement_clips(model, args.agreement_clips)
     variants, notes, runners = make_variants(model, args.compile)
+    if args.variants:
+        variants = {k: v for k, v in variants.items() if k == "fp32" or k in args.variants}
     log(f"variants: {', '.join(variants)}; agreement clips: {len(y_true)}; rounds: {reps} (batch 1), {reps8} (batch 8)")
 
     # agreement (and, for compile, the compilation) first: it also warms every variant up

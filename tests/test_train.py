@@ -161,8 +161,10 @@ def test_cli_train_then_evaluate_json(train_cache, tmp_path, capsys):
 
     out = tmp_path / "ck"
     rc = main(["train", str(train_cache.folder), "--out", str(out), "--mode", "head", "--epochs", "1",
-               "--pooling", "mean", "--batch-size", "8"])
+               "--pooling", "mean", "--batch-size", "8", "--train-feature-encoder", "--no-augment"])
     assert rc == 0 and (out / "model.safetensors").exists()
+    saved_args = json.loads((out / "training_args.json").read_text())
+    assert saved_args["freeze_feature_encoder"] is False and saved_args["augment"] is None
     assert json.loads((out / "config.json").read_text())["pooling"] == "mean"
     capsys.readouterr()
     assert main(["evaluate", str(out), str(train_cache.folder), "--json"]) == 0
