@@ -106,7 +106,8 @@ def build_pair(preset: str, device: torch.device):
            "base-random": Wav2Vec2Config}[preset]()
     torch.manual_seed(0)
     asit = AsitForAudioClassification.from_backbone(cfg, labels=[f"c{i}" for i in range(NUM_LABELS)])
-    hf_cfg = Wav2Vec2Config(**{**cfg.to_dict(), "num_labels": NUM_LABELS})
+    backbone = {k: v for k, v in cfg.to_dict().items() if k not in ("id2label", "label2id", "num_labels")}
+    hf_cfg = Wav2Vec2Config(**backbone, num_labels=NUM_LABELS)
     hf = Wav2Vec2ForSequenceClassification(hf_cfg)
     missing, unexpected = hf.wav2vec2.load_state_dict(asit.backbone.state_dict(), strict=False)
     assert not missing and not unexpected, (missing, unexpected)
