@@ -167,7 +167,7 @@ def _snr_levels(snr: pd.Series) -> pd.Series:
     """Group SNRs: exact values when there are a few levels (synthetic data), else quartiles."""
     if snr.nunique() <= 8:
         return snr
-    return pd.qcut(snr, 4, duplicates="drop").astype(str)
+    return pd.qcut(snr, 4, duplicates="drop")  # ordered intervals: the lowest level sorts first
 
 
 @torch.inference_mode()
@@ -297,7 +297,10 @@ def evaluate(
         agg = {"n": ("correct", "size"), "accuracy": ("correct", "mean")}
         if known["attention_in_event"].notna().any():
             agg["attention_in_event"] = ("attention_in_event", "mean")
-        by_snr = known.groupby("snr_level", sort=True).agg(**agg).reset_index().rename(columns={"snr_level": "snr_db"})
+        by_snr = known.groupby("snr_level", sort=True, observed=True).agg(**agg).reset_index()
+        by_snr = by_snr.rename(columns={"snr_level": "snr_db"})
+        if isinstance(by_snr["snr_db"].dtype, pd.CategoricalDtype):
+            by_snr["snr_db"] = by_snr["snr_db"].astype(str)  # "(3.1, 8.12]": JSON-ready, order kept
 
     return EvalReport(
         split=str(split),

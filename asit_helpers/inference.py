@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from .audio import SAMPLE_RATE, AudioError, AudioSource, load_audio, resample, window_starts
 from .model import AsitClassifierOutput, AsitForAudioClassification, load_model
@@ -226,7 +227,9 @@ def bf16_copy(model: AsitForAudioClassification) -> AsitForAudioClassification:
         with torch.inference_mode(False), torch.no_grad():
             fast = copy.deepcopy(model).eval().requires_grad_(False)
             for module in fast.modules():
-                if isinstance(module, _BF16_MODULES):
+                # a weight-normed conv (wav2vec2's positional conv) keeps fp32 parameters: its weight is computed
+                # from them on every call, and autocast rounds the result as it would any fp32 weight
+                if isinstance(module, _BF16_MODULES) and not parametrize.is_parametrized(module):
                     module.to(torch.bfloat16)
         _BF16_COPIES[model] = (key, fast)
         return fast

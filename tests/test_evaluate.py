@@ -79,6 +79,10 @@ def test_mean_pooling_scores_exactly_chance(train_cache, models):
     mean = evaluate(models["mean"], train_cache, split=None, progress=False)
     assert mean.attention_in_event == pytest.approx(mean.attention_chance, abs=1e-6)
     attn = evaluate(models["attention"], train_cache, split=None, progress=False)
+    # accuracy by SNR quartile, lowest first (32 clips: quartile bins, not exact values)
+    snr = attn.clips["snr_db"]
+    lowest = attn.clips[snr <= snr.quantile(0.25)]
+    assert len(attn.by_snr) == 4 and attn.low_snr_accuracy == pytest.approx(lowest["correct"].mean())
     table = compare_reports({"attention": attn, "mean": mean})
     assert list(table.index) == ["attention", "mean"]
     assert table.loc["mean", "pooling"] == "mean" and "low_snr_accuracy" in table
