@@ -2,7 +2,7 @@
 
     python bench/latency.py                 # table; writes bench/results/latency.json
     python bench/latency.py --json          # the JSON on stdout instead of the table
-    python bench/latency.py --quick         # fewer repetitions (what `make bench` runs)
+    python bench/latency.py --quick         # fewer repetitions, only fp32 / bf16 / bf16-autocast (`make bench`)
     python bench/latency.py --compile       # also torch.compile (adds minutes of compilation on 2 cores)
 
 Model: a wav2vec2-base-sized ASiT (random-initialised backbone, the real compute) whose attention pooling and head
@@ -283,7 +283,8 @@ def module_profile(model: AsitForAudioClassification, runner: nn.Module, fn: For
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print the result JSON instead of the table")
-    ap.add_argument("--quick", action="store_true", help="fewer repetitions (make bench)")
+    ap.add_argument("--quick", action="store_true",
+                    help="fewer repetitions and only fp32, bf16, bf16-autocast unless --variants (make bench)")
     ap.add_argument("--checkpoint", type=Path, default=None, help="a model trained on synthetic soundscapes")
     ap.add_argument("--agreement-clips", type=int, default=110)
     ap.add_argument("--reps", type=int, default=None, help="batch-1 rounds (default 30, quick 12)")
@@ -318,8 +319,11 @@ def main(argv: list[str] | None = None) -> int:
                        "trained": "attention pooling + head on synthetic soundscapes (train.train mode='head')"})
     x_agree, y_true = agreement_clips(model, args.agreement_clips)
     variants, notes, runners = make_variants(model, args.compile)
+    if args.variants is None and args.quick:  # make bench's time budget: the default path against its references
+        args.variants = ["bf16", "bf16-autocast"]
     if args.variants:
         variants = {k: v for k, v in variants.items() if k == "fp32" or k in args.variants}
+        notes = {k: v for k, v in notes.items() if k in args.variants}
     log(f"variants: {', '.join(variants)}; agreement clips: {len(y_true)}; rounds: {reps} (batch 1), {reps8} (batch 8)")
 
     # agreement (and, for compile, the compilation) first: it also warms every variant up
