@@ -171,7 +171,9 @@ def make_variants(
         compiled = torch.compile(fast.backbone)
 
         def compiled_forward(x):
-            hidden = compiled(x.to(torch.bfloat16)).last_hidden_state
+            # the same autocast the eager bf16 path runs under (the copy keeps some weights in float32)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                hidden = compiled(x).last_hidden_state
             mask = torch.ones(hidden.shape[:2], dtype=torch.bool)
             return model.classify_hidden(hidden.float(), mask).logits
 
