@@ -126,6 +126,22 @@ def measure_matmul_tflops(device: torch.device, n: int) -> float:
     return 2 * n**3 / statistics.median(times) / 1e12
 
 
+def _throughput(batch: int, median_s: float, flops: float, peak_tflops: float, measured_tflops, device) -> dict:
+    """One timed phase as JSON: clips/s, counted FLOPs per clip, achieved TFLOP/s, MFU (vs datasheet peak and vs the
+    measured matmul rate), peak GPU memory."""
+    achieved = flops / median_s / 1e12
+    return {
+        "batch": batch,
+        "median_s": round(median_s, 5),
+        "clips_per_s": round(batch / median_s, 1),
+        "gflop_per_clip": round(flops / batch / 1e9, 2),
+        "tflops_achieved": round(achieved, 1),
+        "mfu_vs_peak": round(achieved / peak_tflops, 4),
+        "mfu_vs_measured_matmul": round(achieved / measured_tflops, 4) if measured_tflops else None,
+        "peak_mem_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
+    }
+
+
 def bench_model(name, model, args, device, peak_tflops, measured_tflops) -> dict:
     n_samples = int(CLIP_S * SR)
     gen = torch.Generator(device="cpu").manual_seed(1)
@@ -152,16 +168,7 @@ def bench_model(name, model, args, device, peak_tflops, measured_tflops) -> dict
         torch.cuda.reset_peak_memory_stats(device)
     t_inf = _time(infer, args.iters, args.warmup, device)
     med = statistics.median(t_inf)
-    row["inference"] = {
-        "batch": args.batch_infer,
-        "median_s": round(med, 5),
-        "clips_per_s": round(args.batch_infer / med, 1),
-        "gflop_per_clip": round(flops_inf / args.batch_infer / 1e9, 2),
-        "tflops_achieved": round(flops_inf / med / 1e12, 1),
-        "mfu_vs_peak": round(flops_inf / med / 1e12 / peak_tflops, 4),
-        "mfu_vs_measured_matmul": round(flops_inf / med / 1e12 / measured_tflops, 4) if measured_tflops else None,
-        "peak_mem_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
-    }
+    row["inference"] = _throughput(args.batch_infer, med, flops_inf, peak_tflops, measured_tflops, device)
 
     # -- fine-tuning -----------------------------------------------------------------------------------------------
     model.train()
@@ -185,14 +192,7 @@ def bench_model(name, model, args, device, peak_tflops, measured_tflops) -> dict
     t_tr = _time(step, args.iters, args.warmup, device)
     med = statistics.median(t_tr)
     row["finetune"] = {
-        "batch": args.batch_train,
-        "median_s": round(med, 5),
-        "clips_per_s": round(args.batch_train / med, 1),
-        "gflop_per_clip": round(flops_train / args.batch_train / 1e9, 2),
-        "tflops_achieved": round(flops_train / med / 1e12, 1),
-        "mfu_vs_peak": round(flops_train / med / 1e12 / peak_tflops, 4),
-        "mfu_vs_measured_matmul": round(flops_train / med / 1e12 / measured_tflops, 4) if measured_tflops else None,
-        "peak_mem_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
+        **_throughput(args.batch_train, med, flops_train, peak_tflops, measured_tflops, device),
         "frozen": "conv feature encoder",
         "gflop_per_clip_flopcounter_direct": round(flops_train_counted / args.batch_train / 1e9, 2),
     }
