@@ -130,7 +130,7 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .notebooks import run_suite, suite_summary
+    from .suite import run_suite, suite_summary
 
     try:
         import papermill as pm

@@ -1,5 +1,5 @@
-"""The notebook suite (``notebooks/01_…`` → ``06_…``): what the lessons share, and the one runner that executes
-them headless for ``asit demo`` / ``make demo`` and the tests.
+"""What the lessons (``notebooks/01_…`` → ``06_…``) call from their cells. The runner that executes them
+headless (``asit demo``, ``make demo``, the tests) is :mod:`asit_helpers.suite`.
 
 * The repository slug and branch the Colab badges and the Colab install line point at (:data:`REPO`,
   :data:`BRANCH`; a test checks every notebook against them).
@@ -8,8 +8,7 @@ them headless for ``asit demo`` / ``make demo`` and the tests.
   seconds).
 * :class:`Workspace`: the folders the notebooks hand work to each other through (data, cache, checkpoints,
   figures, reports).
-* :func:`run_suite`: execute the notebooks in order with papermill, offline, in one workspace; cells tagged
-  :data:`SKIP_TAG` (those that need a person, e.g. a credential upload) are left out.
+* :data:`SKIP_TAG`: the tag of cells that need a person (a credential upload, a file picker).
 """
 
 from __future__ import annotations
@@ -18,11 +17,9 @@ import json
 import os
 import sys
 import tempfile
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 __all__ = [
     "REPO",
@@ -38,9 +35,7 @@ __all__ = [
     "smoke_requested",
     "Workspace",
     "workspace",
-    "notebook_dir",
-    "run_suite",
-    "suite_summary",
+    "checkout_root",
 ]
 
 #: GitHub ``owner/name`` of the project: the Colab badges, the "view on GitHub" links and the Colab install line.
@@ -179,7 +174,7 @@ def _json_default(obj: Any):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def _repo_root() -> Path | None:
+def checkout_root() -> Path | None:
     """The checkout this package runs from (editable install), or None for an installed wheel."""
     root = Path(__file__).resolve().parent.parent
     return root if (root / "notebooks").is_dir() and (root / "pyproject.toml").is_file() else None
@@ -192,147 +187,10 @@ def workspace(work_dir: str | os.PathLike | None = None) -> Workspace:
         root = Path(work_dir)
     elif in_colab():
         root = Path("/content/asit")
-    elif _repo_root() is not None:
-        root = _repo_root() / "outputs"
+    elif checkout_root() is not None:
+        root = checkout_root() / "outputs"
     else:
         root = Path.cwd() / "asit-work"
     root = root.expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
     return Workspace(root)
-
-
-def notebook_dir() -> Path:
-    """``notebooks/`` of the checkout (the suite ships with the repository, not with the wheel)."""
-    root = _repo_root()
-    if root is None:
-        raise FileNotFoundError("the notebooks live in the repository: clone it to run the suite")
-    return root / "notebooks"
-
-
-# ---- running the suite headless ----------------------------------------------------------------------------
-
-
-@contextmanager
-def private_kernel(folder: str | os.PathLike, name: str = "asit-python") -> Iterator[str]:
-    """A Jupyter kernel spec for *this* interpreter in ``folder``, visible (through ``JUPYTER_PATH``) only while
-    the context is open: headless runs use the Python that runs them, whatever kernels the user has installed,
-    and nothing global changes."""
-    data = Path(folder) / "jupyter-data"
-    spec = data / "kernels" / name
-    spec.mkdir(parents=True, exist_ok=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        # log_level=ERROR: the kernel's start-up warnings would drown `asit demo`'s progress lines; errors in
-        # cells still show (they are cell outputs, and papermill raises on them)
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}", "--IPKernelApp.log_level=ERROR"],
-        "display_name": f"ASiT ({Path(sys.executable).name})",
-        "language": "python",
-    }), encoding="utf-8")
-    old = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = os.pathsep.join([str(data)] + ([old] if old else []))
-    try:
-        yield name
-    finally:
-        if old is None:
-            os.environ.pop("JUPYTER_PATH", None)
-        else:
-            os.environ["JUPYTER_PATH"] = old
-
-
-def without_skipped_cells(nb):
-    """A copy of ``nb`` whose :data:`SKIP_TAG` cells are replaced by a markdown note (so cell numbers in error
-    messages still match the source notebook)."""
-    import copy
-
-    import nbformat
-
-    out = copy.deepcopy(nb)
-    for i, cell in enumerate(out.cells):
-        if SKIP_TAG in cell.get("metadata", {}).get("tags", []):
-            note = nbformat.v4.new_markdown_cell(
-                f"*(skipped in this headless run: a cell tagged `{SKIP_TAG}` that needs a person)*"
-            )
-            note.metadata["tags"] = [SKIP_TAG]
-            out.cells[i] = note
-    return out
-
-
-def run_suite(
-    out: str | os.PathLike = "outputs",
-    *,
-    notebooks: Sequence[str] | None = None,
-    smoke: bool = False,
-    parameters: dict | None = None,
-    cell_timeout: int = 900,
-    log: Callable[[str], None] = print,
-) -> list[dict]:
-    """Execute the notebooks headless, in order, offline, sharing one workspace.
-
-    Args:
-        out: the workspace (``WORK_DIR`` of every notebook); executed notebooks go to ``out/notebooks``.
-        notebooks: names from :data:`NOTEBOOKS`, with or without ``.ipynb`` (default: all, in order).
-        smoke: cut training to seconds (what CI and the tests run).
-        parameters: extra papermill parameters for every notebook (a notebook ignores names it lacks).
-        cell_timeout: seconds one cell may run.
-        log: where progress lines go.
-
-    Returns:
-        one dict per notebook: ``name``, ``seconds``, ``output`` (the executed notebook).
-
-    Raises:
-        papermill.PapermillExecutionError: a cell failed; the partly executed notebook (with the error) is in
-            ``out/notebooks``.
-    """
-    import nbformat
-    import papermill as pm
-
-    names = [n if n.endswith(".ipynb") else n + ".ipynb" for n in notebooks] if notebooks else list(NOTEBOOKS)
-    unknown = [n for n in names if n not in NOTEBOOKS]
-    if unknown:
-        raise ValueError(f"unknown notebooks {unknown}; choose from {list(NOTEBOOKS)}")
-    src_dir = notebook_dir()
-    ws = workspace(out)
-    executed_dir = ws.root / "notebooks"
-    executed_dir.mkdir(parents=True, exist_ok=True)
-    params = {"OFFLINE": True, "SMOKE": bool(smoke), "WORK_DIR": str(ws.root), **(parameters or {})}
-    results = []
-    with tempfile.TemporaryDirectory(prefix="asit-kernel-") as tmp, private_kernel(tmp) as kernel:
-        for name in names:
-            nb = without_skipped_cells(nbformat.read(src_dir / name, as_version=4))
-            target = executed_dir / name
-            log(f"running {name} ...")
-            started = time.perf_counter()
-            pm.execute_notebook(
-                nb,
-                str(target),
-                parameters=params,
-                kernel_name=kernel,
-                cwd=str(src_dir),
-                progress_bar=False,
-                execution_timeout=cell_timeout,
-            )
-            seconds = time.perf_counter() - started
-            log(f"  done in {seconds:.0f} s -> {target}")
-            results.append({"name": name, "seconds": round(seconds, 1), "output": str(target)})
-    return results
-
-
-def suite_summary(out: str | os.PathLike, results: Sequence[dict]) -> str:
-    """What ``asit demo`` prints at the end: where everything is, and the headline numbers the notebooks saved."""
-    ws = Workspace(Path(out).resolve())
-    lines = ["", f"Notebook suite finished in {sum(r['seconds'] for r in results):.0f} s:"]
-    lines += [f"  {r['name']:<24} {r['seconds']:>6.0f} s" for r in results]
-    for name, text in (("eval_test", "test accuracy {accuracy:.3f}, macro-F1 {macro_f1:.3f}"),
-                       ("attention", "attention inside the true event window {attention_in_event:.2f} "
-                                     "(chance {chance:.2f}); peak inside the event in {peak_in_event:.0%} of clips")):
-        try:
-            lines.append("  " + text.format(**ws.read_json(name)))
-        except (FileNotFoundError, KeyError, TypeError, ValueError):
-            pass
-    lines += [
-        "Where to look:",
-        f"  executed notebooks  {ws.root / 'notebooks'}   (open 05_attention.ipynb first)",
-        f"  figures (PNG)       {ws.figures}",
-        f"  checkpoint          {ws.checkpoints}",
-        f"  reports (JSON)      {ws.reports}",
-    ]
-    return "\n".join(lines)
