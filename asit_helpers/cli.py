@@ -101,8 +101,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from .synth import make_soundscapes
 
-    events = make_soundscapes(args.out, clips_per_class=args.clips_per_class, seed=args.seed, snr_db=tuple(args.snr))
-    print(f"{len(events)} clips in {events['label'].nunique()} classes written to {args.out} "
+    events = make_soundscapes(args.out, clips_per_class=args.clips_per_class, seed=args.seed, snr_db=tuple(args.snr),
+                              events=args.events)
+    kind = "two-event clips" if args.events == 2 else "clips"
+    print(f"{len(events)} {kind} in {events['label'].nunique()} classes written to {args.out} "
           f"(true event times in {Path(args.out) / 'events.csv'})")
     return 0
 
@@ -221,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--snr", type=float, nargs=2, default=[3.0, 20.0], metavar=("LOW", "HIGH"),
                    help="event-to-background SNR range in dB (default 3 20; e.g. 10 20 for an easier set)")
+    p.add_argument("--events", type=int, choices=[1, 2], default=1,
+                   help="events per clip; 2: a second class at another time, both windows in events.csv (for "
+                        "testing what a model attends to, not for training)")
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("download", help="download a dataset: esc50 / esc22 / urbansound8k or any Kaggle slug")

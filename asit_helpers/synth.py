@@ -38,6 +38,7 @@ __all__ = [
     "BACKGROUNDS",
     "SynthClass",
     "render_clip",
+    "render_two_event_clip",
     "make_soundscapes",
     "clip_seed",
 ]
@@ -500,10 +501,31 @@ BACKGROUNDS: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
 _CLASS_BY_NAME = {c.name: c for c in SYNTH_CLASSES}
 
 
-def clip_seed(seed: int, class_index: int, clip_index: int) -> int:
+def clip_seed(seed: int, class_index: int, clip_index: int, events: int = 1) -> int:
     """The per-clip seed: a pure function of (dataset seed, class id, clip number), so clips are reproducible
-    one by one and adding clips or classes never changes existing ones."""
-    return int(np.random.SeedSequence([int(seed), int(class_index), int(clip_index)]).generate_state(1)[0])
+    one by one and adding clips or classes never changes existing ones. Two-event clips (``events=2``) draw from
+    their own seeds, so they never replay a one-event clip's random draws."""
+    entropy = [int(seed), int(class_index), int(clip_index)] + ([int(events)] if events != 1 else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
+def _audible_at_snr(event: np.ndarray, snr_db: float) -> tuple[np.ndarray, int]:
+    """The part of ``event`` that really sounds, scaled to ``snr_db`` over a unit-power background.
+
+    The true window is where the event actually sounds: a call sequence that did not fill its slot (two barks and
+    then silence) would otherwise claim silent time as "event".
+
+    Returns:
+        ``(event[first:last] scaled, first)``.
+    """
+    length = len(event)
+    hop = SR // 100  # 10 ms frames; the window spans the frames within 30 dB of the loudest one
+    frames = np.sqrt(np.mean(event[: length // hop * hop].reshape(-1, hop) ** 2, axis=1))
+    loud = np.flatnonzero(frames > 10 ** (-30 / 20) * frames.max()) if frames.size else np.array([], int)
+    first, last = (int(loud[0]) * hop, min(length, (int(loud[-1]) + 1) * hop)) if loud.size else (0, length)
+    event = event[first:last]
+    event_power = np.mean(event**2) + 1e-12
+    return event * np.sqrt(10.0 ** (snr_db / 10.0) / event_power), first  # background has unit power
 
 
 def render_clip(
@@ -532,18 +554,9 @@ def render_clip(
     bg_name = list(BACKGROUNDS)[int(rng.integers(len(BACKGROUNDS)))]
     background = BACKGROUNDS[bg_name](rng, n)
 
-    event = spec.make(rng, length)
-    # The true window is where the event actually sounds: a call sequence that did not fill its slot (two barks
-    # and then silence) would otherwise claim silent time as "event".
-    hop = SR // 100  # 10 ms frames; the window spans the frames within 30 dB of the loudest one
-    frames = np.sqrt(np.mean(event[: length // hop * hop].reshape(-1, hop) ** 2, axis=1))
-    loud = np.flatnonzero(frames > 10 ** (-30 / 20) * frames.max()) if frames.size else np.array([], int)
-    first, last = (int(loud[0]) * hop, min(length, (int(loud[-1]) + 1) * hop)) if loud.size else (0, length)
-    event = event[first:last]
+    event, first = _audible_at_snr(spec.make(rng, length), snr)
     onset += first
-    length = last - first
-    event_power = np.mean(event**2) + 1e-12
-    event = event * np.sqrt(10.0 ** (snr / 10.0) / event_power)  # background has unit power
+    length = len(event)
     mix = background.copy()
     mix[onset : onset + length] += event
     mix *= rng.uniform(0.3, 0.9) / (np.max(np.abs(mix)) + 1e-12)
@@ -554,6 +567,78 @@ def render_clip(
         "background": bg_name,
     }
     return mix.astype(np.float32), meta
+
+
+def _two_windows(rng: np.random.Generator, durations: tuple[float, float], seconds: float, gap_s: float) -> list[float]:
+    """Onsets (seconds) of two events of ``durations``, in random order, ``gap_s`` apart at least, 0.1 s from the
+    clip's edges, the free time split at random before, between and after them."""
+    first = int(rng.integers(2))
+    order = (first, 1 - first)
+    free = max(0.0, seconds - 0.2 - gap_s - sum(durations))
+    cuts = np.sort(rng.uniform(0.0, free, 2))
+    onsets = [0.0, 0.0]
+    onsets[order[0]] = 0.1 + cuts[0]
+    onsets[order[1]] = onsets[order[0]] + durations[order[0]] + gap_s + (cuts[1] - cuts[0])
+    return onsets
+
+
+def render_two_event_clip(
+    labels: tuple[str, str],
+    seed: int,
+    seconds: float = 5.0,
+    snr_db: tuple[float, float] = DEFAULT_SNR_DB,
+    gap_s: float = 0.3,
+) -> tuple[np.ndarray, dict]:
+    """One clip with **two** events of different classes at different times over one background.
+
+    Each event gets its own duration (its class's range, shortened if both would not fit) and its own SNR drawn
+    from ``snr_db``, so a clip has a louder and a longer event (not always the same one); the windows never
+    overlap (at least ``gap_s`` apart).
+
+    Returns:
+        ``(audio, meta)``: ``audio`` float32 ``(round(seconds * 16000),)``, peak in [0.3, 0.9]; ``meta`` =
+        ``{"events": [{"label", "onset_s", "offset_s", "snr_db"}, ...] (in the order of ``labels``),
+        "background"}``. Each window is where its event really sounds, as in :func:`render_clip`.
+    """
+    unknown = [name for name in labels if name not in _CLASS_BY_NAME]
+    if unknown:
+        raise ValueError(f"unknown synthetic class {unknown[0]!r}; choose from {sorted(_CLASS_BY_NAME)}")
+    if len(labels) != 2 or labels[0] == labels[1]:
+        raise ValueError(f"a two-event clip needs two different classes, got {tuple(labels)}")
+    specs = [_CLASS_BY_NAME[name] for name in labels]
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * SR))
+    room = (seconds - 0.2 - gap_s) / 2  # each event may have at most half the room when both are long
+    durations = tuple(min(rng.uniform(*spec.duration_s), room) for spec in specs)
+    onsets = _two_windows(rng, durations, seconds, gap_s)
+    snrs = [float(rng.uniform(*snr_db)) for _ in specs]
+    bg_name = list(BACKGROUNDS)[int(rng.integers(len(BACKGROUNDS)))]
+    mix = BACKGROUNDS[bg_name](rng, n)
+    events = []
+    for spec, dur, onset_s, snr in zip(specs, durations, onsets, snrs):
+        event, first = _audible_at_snr(spec.make(rng, int(dur * SR)), snr)
+        onset = int(onset_s * SR) + first
+        mix[onset : onset + len(event)] += event
+        events.append({"label": spec.name, "onset_s": round(onset / SR, 4),
+                       "offset_s": round((onset + len(event)) / SR, 4), "snr_db": round(snr, 2)})
+    mix *= rng.uniform(0.3, 0.9) / (np.max(np.abs(mix)) + 1e-12)
+    return mix.astype(np.float32), {"events": events, "background": bg_name}
+
+
+def _render_row(name: str, s: int, events: int, partners: list[str], seconds: float, snr_db) -> tuple[np.ndarray, dict]:
+    """One clip of class ``name`` from its seed and its ``events.csv`` row (without path and seed)."""
+    spec = _CLASS_BY_NAME[name]
+    if events == 1:
+        audio, meta = render_clip(name, s, seconds=seconds, snr_db=snr_db)
+        return audio, {"label": name, "category": spec.category, **meta}
+    # the partner is drawn from the clip's own seed, so a clip stays a function of (class list, class, seed)
+    partner = partners[int(np.random.default_rng([s, 2]).integers(len(partners)))]
+    audio, meta = render_two_event_clip((name, partner), s, seconds=seconds, snr_db=snr_db)
+    own, other = meta["events"]
+    row = {"label": name, "category": spec.category, "onset_s": own["onset_s"], "offset_s": own["offset_s"],
+           "snr_db": own["snr_db"], "label_2": partner, "category_2": _CLASS_BY_NAME[partner].category,
+           "onset_2_s": other["onset_s"], "offset_2_s": other["offset_s"], "snr_2_db": other["snr_db"]}
+    return audio, {**row, "background": meta["background"]}
 
 
 def _write_wav_atomic(path: Path, audio: np.ndarray) -> None:
@@ -577,6 +662,7 @@ def make_soundscapes(
     snr_db: tuple[float, float] = DEFAULT_SNR_DB,
     overwrite: bool = False,
     progress: bool = True,
+    events: int = 1,
 ) -> pd.DataFrame:
     """Generate a synthetic dataset as ``out_dir/<Category>/<class>/<class>_NNNN.wav`` + ``out_dir/events.csv``.
 
@@ -591,10 +677,15 @@ def make_soundscapes(
         classes: a subset of :data:`SYNTH_CLASSES` names (default: all 22).
         seconds: clip length.
         snr_db: range of event-to-background SNRs, drawn uniformly per clip.
+        events: ``1`` (one event per clip) or ``2``: each clip of class A also holds an event of another class B
+            (drawn from ``classes``) at a different time (:func:`render_two_event_clip`). The clip is filed under
+            A; ``onset_s``/``offset_s``/``snr_db`` are A's, ``label_2``, ``category_2``, ``onset_2_s``,
+            ``offset_2_s``, ``snr_2_db`` B's. For testing what a model does with two sounds, not for training.
 
     Returns:
         The events table (also written atomically to ``events.csv``): ``path`` (relative to ``out_dir``),
-        ``label``, ``category``, ``onset_s``, ``offset_s``, ``snr_db``, ``background``, ``seed``.
+        ``label``, ``category``, ``onset_s``, ``offset_s``, ``snr_db``, (the second event's columns,) ``background``,
+        ``seed``.
     """
     from tqdm.auto import tqdm
 
@@ -604,6 +695,10 @@ def make_soundscapes(
     unknown = [c for c in names if c not in _CLASS_BY_NAME]
     if unknown:
         raise ValueError(f"unknown synthetic classes {unknown}; choose from {[c.name for c in SYNTH_CLASSES]}")
+    if events not in (1, 2):
+        raise ValueError(f"events must be 1 or 2 per clip, got {events}")
+    if events == 2 and len(set(names)) < 2:
+        raise ValueError(f"two events per clip need at least two classes, got {names}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ids = {c.name: i for i, c in enumerate(SYNTH_CLASSES)}
@@ -618,17 +713,17 @@ def make_soundscapes(
     jobs = [(name, i) for name in names for i in range(clips_per_class)]
     for name, i in tqdm(jobs, desc="synthesising", unit="clip", disable=not progress):
         spec = _CLASS_BY_NAME[name]
-        s = clip_seed(seed, ids[name], i)
+        s = clip_seed(seed, ids[name], i, events=events)
         rel = Path(spec.category) / name / f"{name}_{i:04d}.wav"
         path = out / rel
         old = previous.get(rel.as_posix())
         if old is not None and int(old.get("seed", -1)) == s and path.exists():
             rows.append(old)
             continue
-        audio, meta = render_clip(name, s, seconds=seconds, snr_db=snr_db)
+        audio, row = _render_row(name, s, events, [c for c in names if c != name], seconds, snr_db)
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_wav_atomic(path, audio)
-        rows.append({"path": rel.as_posix(), "label": name, "category": spec.category, **meta, "seed": s})
+        rows.append({"path": rel.as_posix(), **row, "seed": s})
     events = pd.DataFrame(rows)
     tmp = out / "events.csv.tmp"
     events.to_csv(tmp, index=False)

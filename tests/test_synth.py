@@ -7,7 +7,14 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from asit_helpers.synth import BACKGROUNDS, SYNTH_CLASSES, clip_seed, make_soundscapes, render_clip
+from asit_helpers.synth import (
+    BACKGROUNDS,
+    SYNTH_CLASSES,
+    clip_seed,
+    make_soundscapes,
+    render_clip,
+    render_two_event_clip,
+)
 
 CATEGORIES = {"Animals", "Birds", "Vehicles", "Environmental"}
 
@@ -121,3 +128,75 @@ def test_cli_synth(tmp_path, capsys):
     assert len(wavs) == 22 and "Birds/owl/owl_0000.wav" in wavs
     assert main(["synth", str(tmp_path / "bad"), "--clips-per-class", "0"]) == 2  # clear error, no traceback
     assert "clips_per_class must be at least 1" in capsys.readouterr().err
+
+
+# ---- two events per clip (issue 12) ---------------------------------------------------------------------------
+
+
+def _level(audio: np.ndarray, start_s: float, end_s: float) -> float:
+    return float(np.mean(audio[int(start_s * 16000) : int(end_s * 16000)] ** 2))
+
+
+@pytest.mark.parametrize("pair", [("dog", "siren"), ("rain", "owl"), ("cow", "crackling_fire")])
+def test_two_event_clip_has_two_located_non_overlapping_events(pair):
+    audio, meta = render_two_event_clip(pair, seed=clip_seed(0, 0, 3, events=2), snr_db=(12.0, 12.0))
+    assert audio.shape == (80000,) and audio.dtype == np.float32 and np.isfinite(audio).all()
+    first, second = meta["events"]
+    assert (first["label"], second["label"]) == pair
+    windows = sorted((e["onset_s"], e["offset_s"]) for e in meta["events"])
+    assert 0 < windows[0][0] < windows[0][1] < windows[1][0] < windows[1][1] <= 5.0  # apart, inside the clip
+    assert windows[1][0] - windows[0][1] >= 0.3 - 1e-3  # the gap between them
+    # Each window is louder than the background outside both windows: both events are really there.
+    keep = np.ones(80000, bool)
+    for on, off in windows:
+        keep[int(on * 16000) : int(off * 16000)] = False
+    background = float(np.mean(audio[keep] ** 2))
+    for on, off in windows:
+        assert _level(audio, on, off) > 5 * background, (pair, on, off)
+
+
+def test_two_event_clips_vary_order_loudness_and_errors():
+    metas = [render_two_event_clip(("dog", "owl"), seed=clip_seed(0, 0, i, events=2))[1] for i in range(12)]
+    first_is_dog = [m["events"][0]["onset_s"] < m["events"][1]["onset_s"] for m in metas]
+    assert 0 < sum(first_is_dog) < 12  # either event may come first
+    louder_is_dog = [m["events"][0]["snr_db"] > m["events"][1]["snr_db"] for m in metas]
+    assert 0 < sum(louder_is_dog) < 12  # independent SNRs: either may be the louder
+    a1, _ = render_two_event_clip(("dog", "owl"), seed=7)
+    a2, _ = render_two_event_clip(("dog", "owl"), seed=7)
+    np.testing.assert_array_equal(a1, a2)
+    with pytest.raises(ValueError, match="two different classes"):
+        render_two_event_clip(("dog", "dog"), seed=0)
+    with pytest.raises(ValueError, match="unknown synthetic class 'unicorn'"):
+        render_two_event_clip(("dog", "unicorn"), seed=0)
+    assert clip_seed(0, 1, 2, events=2) != clip_seed(0, 1, 2)
+
+
+def test_make_soundscapes_two_events_layout_and_preprocess(tmp_path):
+    from asit_helpers.data import preprocess
+
+    classes = ["dog", "owl", "siren"]
+    events = make_soundscapes(tmp_path / "two", clips_per_class=3, seed=2, classes=classes, events=2, progress=False)
+    csv = pd.read_csv(tmp_path / "two" / "events.csv")
+    assert list(csv.columns) == ["path", "label", "category", "onset_s", "offset_s", "snr_db", "label_2",
+                                 "category_2", "onset_2_s", "offset_2_s", "snr_2_db", "background", "seed"]
+    assert len(csv) == 9 and (csv["label"] != csv["label_2"]).all() and set(csv["label_2"]) <= set(classes)
+    assert ((csv["offset_s"] <= csv["onset_2_s"]) | (csv["offset_2_s"] <= csv["onset_s"])).all()
+    row = csv.iloc[4]
+    again, meta = render_two_event_clip((row.label, row.label_2), int(row.seed))
+    wav, _ = sf.read(tmp_path / "two" / row.path, dtype="float32")
+    np.testing.assert_allclose(wav, again, atol=1 / 32768 + 1e-6)
+    assert meta["events"][1]["onset_s"] == row.onset_2_s
+    # The tree is the usual Category/class/clip one, filed under the first class: preprocess takes it as it is.
+    report = preprocess(tmp_path / "two", tmp_path / "cache", clip_seconds=5.0, workers=1, progress=False)
+    assert len(report.kept) == 9 and len(report.rejected) == 0
+    with pytest.raises(ValueError, match="at least two classes"):
+        make_soundscapes(tmp_path / "one", clips_per_class=1, classes=["dog"], events=2, progress=False)
+    assert len(events) == 9
+
+
+def test_cli_synth_two_events(tmp_path, capsys):
+    from asit_helpers.cli import main
+
+    assert main(["synth", str(tmp_path / "s"), "--clips-per-class", "1", "--events", "2"]) == 0
+    assert "22 two-event clips in 22 classes" in capsys.readouterr().out
+    assert pd.read_csv(tmp_path / "s" / "events.csv")["label_2"].notna().all()
