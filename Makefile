@@ -10,7 +10,7 @@ else
 endif
 PY := $(BIN)/python
 
-.PHONY: install demo test test-fast bench serve test-serve clean
+.PHONY: install demo test test-fast test-compat bench serve test-serve clean
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -25,6 +25,13 @@ demo: install
 
 test: install
 	$(PY) -m pytest
+
+# The non-browser suite in venvs pinned to Colab's runtimes and pyproject's lowest versions (compat/*.txt), after
+# checking that installing the package as the notebooks' setup cell does changes none of the pinned packages.
+# Venvs live in ~/.cache/asit-compat and are rebuilt only when their pins or pyproject.toml change.
+# One env: `make test-compat ENVS=colab-py313`.
+test-compat:
+	$(PYTHON) compat/run.py $(ENVS)
 
 bench: install
 	$(PY) bench/run_all.py

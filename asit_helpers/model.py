@@ -15,6 +15,7 @@ Written like ``modeling_wav2vec2.py``: a config, the pooling layers, the model, 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -339,11 +340,7 @@ class AsitForAudioClassification(AsitPreTrainedModel):
         )
         model = cls(config)
         if pretrained is not None:
-            encoder = AutoModel.from_pretrained(pretrained)
-            missing, unexpected = model.backbone.load_state_dict(encoder.state_dict(), strict=False)
-            if missing:
-                raise RuntimeError(f"{pretrained}: backbone weights missing for {missing[:5]} ...")
-            del encoder
+            _load_pretrained_backbone(model.backbone, pretrained)
         return model
 
     def feature_extractor(self) -> Wav2Vec2FeatureExtractor:
@@ -416,12 +413,18 @@ class AsitForAudioClassification(AsitPreTrainedModel):
             ``layer_weighted_sum``; frame_mask `(B, T)` bool.
         """
         encoder_mask = attention_mask if self.config.backbone_masks_input else None
-        outputs = self.backbone(
-            input_values,
-            attention_mask=encoder_mask,
-            output_hidden_states=self.config.layer_weighted_sum,
-            return_dict=True,
-        )
+        # An eval-mode encoder is deterministic, yet wav2vec2/HuBERT/WavLM in transformers <= 5.15 draw one
+        # torch.rand per layer for LayerDrop even in eval mode. Left alone, running a frozen backbone shifts the
+        # global RNG, so the head's dropout masks differ between the cached-embedding path (backbone run once,
+        # before training) and the uncached one (backbone run every step): same seed, different model.
+        # Forking the CPU generator (where that draw happens) keeps the frozen backbone out of the RNG stream.
+        with torch.random.fork_rng(devices=[], enabled=not self.backbone.training):
+            outputs = self.backbone(
+                input_values,
+                attention_mask=encoder_mask,
+                output_hidden_states=self.config.layer_weighted_sum,
+                return_dict=True,
+            )
         if self.config.layer_weighted_sum:
             hidden = torch.stack(outputs.hidden_states, dim=1)
         else:
@@ -473,6 +476,45 @@ class AsitForAudioClassification(AsitPreTrainedModel):
         """
         hidden, frame_mask = self.encode(input_values, attention_mask)
         return self.classify_hidden(hidden, frame_mask, labels)
+
+
+def _load_pretrained_backbone(backbone: nn.Module, pretrained: str) -> None:
+    """Copy a pretrained encoder's weights into ``backbone`` exactly, and say in one line what was left out.
+
+    Hub checkpoints such as ``facebook/wav2vec2-base`` are ``Wav2Vec2ForPreTraining``: they also hold the
+    quantizer and the ``project_q`` / ``project_hid`` projections, used only by the pre-training objective.
+    transformers reports dropping them as a table of warnings (5.x) or "Some weights were not used" (4.x),
+    which students take for an error; here it is one line, and a backbone weight missing from the checkpoint
+    (left at random init) is an error instead of a warning.
+    """
+    with _quiet_transformers():
+        encoder, info = AutoModel.from_pretrained(pretrained, output_loading_info=True)
+    missing = sorted(info.get("missing_keys") or []) + sorted(str(k) for k in info.get("mismatched_keys") or [])
+    if missing:
+        raise RuntimeError(f"{pretrained}: the checkpoint has no weights for {len(missing)} backbone tensors "
+                           f"({', '.join(missing[:5])}, ...): they would stay randomly initialised")
+    backbone.load_state_dict(encoder.state_dict(), strict=True)
+    unexpected = sorted(info.get("unexpected_keys") or [])
+    dropped = sorted({key.split(".")[0] for key in unexpected})
+    note = (f"left out {len(unexpected)} pretraining-only tensors ({', '.join(dropped)}): this is expected, "
+            "a classifier does not use them") if unexpected else "nothing left out"
+    print(f"Loaded {pretrained}: {len(encoder.state_dict())} backbone tensors; {note}.")
+
+
+@contextmanager
+def _quiet_transformers():
+    """transformers' load-time warnings and progress bar off for the duration (restored afterwards)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
 
 
 def load_model(path_or_model, device: str | torch.device | None = None) -> AsitForAudioClassification:
