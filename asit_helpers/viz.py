@@ -6,12 +6,11 @@ Colours and line styles are chosen to read in light and dark notebook themes.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import matplotlib
-
-matplotlib.use(matplotlib.get_backend() if matplotlib.get_backend() else "Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 # ---- data plots (clips per class/split, durations, waveforms, spectrograms, players) ------------------------
 
@@ -260,12 +259,24 @@ def plot_attention_localisation(report, *, theme: str = "light"):
 HEAD_COLORS = ("#ff8c00", "#00c8ff", "#ff3fa4", "#b6e300", "#a070ff", "#00d68f", "#ffd400", "#ff5a36")
 
 
+@contextmanager
 def _theme(theme: str):
     """Matplotlib style for ``theme`` ("light" or "dark"). Figures keep an opaque background either way, so a
-    light figure in a dark notebook (or the reverse) still has readable text."""
+    light figure in a dark notebook (or the reverse) still has readable text.
+
+    ``plt.style.context`` restores *every* rcParam on exit, ``interactive`` included. A kernel loads its inline
+    backend lazily, when the first figure is made, and IPython switches interactive mode on at that moment: if
+    that happens inside the style context, the restore switches it off again and no later figure is shown in its
+    cell. So interactive mode is kept as the block left it.
+    """
     if theme not in ("light", "dark"):
         raise ValueError(f"theme must be 'light' or 'dark', got {theme!r}")
-    return plt.style.context("dark_background" if theme == "dark" else "default")
+    with plt.style.context("dark_background" if theme == "dark" else "default"):
+        try:
+            yield
+        finally:
+            interactive = matplotlib.is_interactive()
+    matplotlib.interactive(interactive)
 
 
 def _outline(theme: str):

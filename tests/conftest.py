@@ -122,3 +122,20 @@ def train_cache(tmp_path_factory):
                      seed=0, progress=False)
     preprocess(root / "synth", root / "cache", clip_seconds=2.0, workers=1, progress=False)
     return AudioCache.open(root / "cache")
+
+
+@pytest.fixture(scope="session")
+def smoke_suite(tmp_path_factory):
+    """The notebook suite executed once per session the way CI and `make demo` run it (`asit demo --smoke`):
+    ``(workspace, what the command printed)``. The tests that read executed notebooks share this one run."""
+    import contextlib
+    import io
+
+    from asit_helpers.cli import main
+
+    out = tmp_path_factory.mktemp("suite") / "outputs"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["demo", "--out", str(out), "--smoke"])
+    assert code == 0, printed.getvalue()
+    return out, printed.getvalue()
