@@ -5,8 +5,10 @@ person, e.g. a credential upload) are left out. What the lessons themselves call
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -16,7 +18,8 @@ from typing import Callable, Iterator, Sequence
 
 from .notebooks import NOTEBOOKS, SKIP_TAG, Workspace, checkout_root, workspace
 
-__all__ = ["notebook_dir", "private_kernel", "without_skipped_cells", "run_suite", "suite_summary"]
+__all__ = ["notebook_dir", "private_kernel", "without_skipped_cells", "settle_progress_bars", "run_suite",
+           "suite_summary"]
 
 
 def notebook_dir() -> Path:
@@ -126,9 +129,54 @@ def run_suite(
                 execution_timeout=cell_timeout,
             )
             seconds = time.perf_counter() - started
+            nbformat.write(settle_progress_bars(nbformat.read(target, as_version=4)), str(target))
             log(f"  done in {seconds:.0f} s -> {target}")
             results.append({"name": name, "seconds": round(seconds, 1), "output": str(target)})
     return results
+
+
+_WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+_WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+_TQDM_TEXT = re.compile(r"\d+%\|.*\|")
+
+
+def _bar_text(state: dict, model_id: str) -> str | None:
+    """The final text of a tqdm notebook bar (an HBox of HTML, FloatProgress, HTML) from saved widget state."""
+    box = state.get(model_id, {})
+    children = [state.get(ref.removeprefix("IPY_MODEL_"), {}) for ref in box.get("state", {}).get("children", [])]
+    if box.get("model_name") != "HBoxModel" or [c.get("model_name") for c in children] != [
+        "HTMLModel", "FloatProgressModel", "HTMLModel"]:
+        return None
+    left, bar, right = (c["state"] for c in children)
+    filled = round(10 * bar.get("value", 0) / bar["max"]) if bar.get("max") else 0
+    text = f"{html.unescape(left.get('value', ''))}|{'█' * filled:<10}|{html.unescape(right.get('value', ''))}"
+    return text.replace("\u2007", " ")
+
+
+def settle_progress_bars(nb):
+    """A saved notebook as its reader would have seen it live: each tqdm bar's plain-text copy (what viewers
+    without widgets show) gets the bar's final state instead of the "0%" it was displayed with, and bars that
+    closed themselves (``leave=False``: one per training epoch) are dropped, with the log lines around them joined
+    into one output. Changes ``nb`` in place and returns it."""
+    state = nb.metadata.get("widgets", {}).get(_WIDGET_STATE, {}).get("state", {})
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        outputs = []
+        for out in cell.outputs:
+            view = out.get("data", {}).get(_WIDGET_VIEW) if out.output_type == "display_data" else None
+            if view and _TQDM_TEXT.search(out.data.get("text/plain", "")):
+                final = _bar_text(state, view["model_id"])
+                if final is None:
+                    continue  # the bar is gone in the live notebook too
+                out.data["text/plain"] = final
+            if outputs and out.output_type == "stream" and outputs[-1].output_type == "stream" \
+                    and outputs[-1].name == out.name:
+                outputs[-1].text += out.text
+                continue
+            outputs.append(out)
+        cell.outputs = outputs
+    return nb
 
 
 def suite_summary(out: str | os.PathLike, results: Sequence[dict]) -> str:

@@ -36,6 +36,7 @@ import os
 import shutil
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -192,6 +193,30 @@ class _Forward(nn.Module):
         else:
             out = self.model(input_values, attention_mask=attention_mask)
         return out.logits
+
+
+def _epoch_line(row: dict, epochs: int, best: bool) -> str:
+    """One readable log line per epoch: ``epoch 3/30  train loss 2.812 acc 0.145 | val loss 2.701 acc 0.179
+    macro-F1 0.150 | 5.3 s  <- best so far``."""
+    line = f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.3f} acc {row['train_accuracy']:.3f}"
+    if "val_loss" in row:
+        line += f" | val loss {row['val_loss']:.3f} acc {row['val_accuracy']:.3f} macro-F1 {row['val_macro_f1']:.3f}"
+    return line + f" | {row['seconds']:.1f} s" + ("  <- best so far" if best else "")
+
+
+@contextmanager
+def _no_transformers_bars():
+    """transformers' own bars ("Writing model shards", "Loading weights") off for a block: training saves and
+    reloads a one-file checkpoint, and a bar for each would bury the one line per epoch."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -467,7 +492,8 @@ def train(
         unwrapped = accelerator.unwrap_model(fwd).model
         tmp = out / ".tmp-best"
         shutil.rmtree(tmp, ignore_errors=True)
-        unwrapped.save_pretrained(tmp, safe_serialization=True)
+        with _no_transformers_bars():  # one "Writing model shards" bar per better epoch would bury the log
+            unwrapped.save_pretrained(tmp, safe_serialization=True)
         (tmp / "training_args.json").write_text(json.dumps(args.to_dict(), indent=1))
         summary = _metrics_summary(args, history, best_epoch, metrics, global_step, completed=False)
         (tmp / "metrics.json").write_text(json.dumps(summary, indent=1, default=_json_default))
@@ -483,6 +509,9 @@ def train(
     accelerator.wait_for_everyone()
 
     # -- the loop ------------------------------------------------------------------------------------------
+    # One bar for the whole run and one printed line per epoch: a notebook shows one block, not one per epoch.
+    bar = tqdm(total=args.epochs * len(train_dl), initial=epoch * len(train_dl) + skip_batches, unit="batch",
+               desc=f"epoch {epoch + 1}/{args.epochs}", disable=not (progress and main))
     while epoch < args.epochs:
         sampler.set_epoch(epoch)
         train_set.set_epoch(epoch)
@@ -494,10 +523,9 @@ def train(
         # Accelerate's loaders call sampler.set_epoch(<their own iteration count>) when iterated; a fresh
         # skip-loader counts from 0, so tell it the epoch or a resumed epoch would replay epoch 0's order
         loader.set_epoch(epoch)
-        bar = tqdm(loader, total=len(train_dl), initial=skip_batches, desc=f"epoch {epoch + 1}/{args.epochs}",
-                   disable=not (progress and main), unit="batch", leave=False)
+        bar.set_description(f"epoch {epoch + 1}/{args.epochs}")
         batch_no = skip_batches
-        for batch in bar:
+        for batch in loader:
             labels_t = batch.pop("labels")
             batch.pop("index", None)
             with accelerator.accumulate(fwd):
@@ -520,6 +548,7 @@ def train(
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             batch_no += 1
+            bar.update(1)
             running["loss"] += float(loss.detach()) * len(labels_t)
             running["correct"] += float((logits.argmax(-1) == labels_t).sum())
             running["seen"] += len(labels_t)
@@ -531,7 +560,6 @@ def train(
                         "rank": accelerator.process_index, "model": net})
                 if global_step % args.save_every == 0 and batch_no < len(train_dl):
                     save_state(epoch, batch_no)
-        bar.close()
         skip_batches = 0
 
         # -- end of epoch: reduce the running sums over ranks, validate, keep the best -----------------------
@@ -556,21 +584,22 @@ def train(
         accelerator.wait_for_everyone()
         epoch += 1
         if main and progress:
-            shown = {k: round(v, 4) for k, v in row.items() if isinstance(v, float) and k != "seconds"}
-            print(f"epoch {epoch}/{args.epochs}: {shown} ({row['seconds']:.1f} s)")
+            bar.write(_epoch_line(row, args.epochs, best=best_epoch == epoch))
         stop_early = args.early_stopping is not None and stale >= args.early_stopping
         if stop_early or epoch == args.epochs:
             break
         save_state(epoch, 0)
 
     # -- done: final metrics, clean up the resume state ----------------------------------------------------
+    bar.close()
     if main:
         summary = _metrics_summary(args, history, best_epoch, best_metrics, global_step, completed=True)
         _atomic_write_text(metrics_path, json.dumps(summary, indent=1, default=_json_default))
         shutil.rmtree(resume_dir, ignore_errors=True)
         _copy_out(out, copy_to)
     accelerator.wait_for_everyone()
-    best = AsitForAudioClassification.from_pretrained(str(out)).eval()
+    with _no_transformers_bars():
+        best = AsitForAudioClassification.from_pretrained(str(out)).eval()
     accelerator.free_memory()
     return TrainResult(best, history, best_epoch, best_metrics, out, time.perf_counter() - started, resumed_from)
 

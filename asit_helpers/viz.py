@@ -30,8 +30,33 @@ def _manifest_of(data):
     raise TypeError(f"expected an AudioCache, a PreprocessReport or a manifest DataFrame, got {type(data).__name__}")
 
 
+def _class_order(df) -> list[str]:
+    """Classes grouped by category (categories in order of first appearance by label id, else alphabetical),
+    label-id order inside a category when known, else alphabetical: every category is one block."""
+    rows = df.drop_duplicates("label")
+    key = ["label_id"] if "label_id" in rows else ["label"]
+    if "category" in rows:
+        rows = rows.assign(_cat=rows["category"].fillna("").astype(str))
+        first = rows.sort_values(key).groupby("_cat", sort=False)[key[0]].first()
+        rows = rows.assign(_cat_rank=rows["_cat"].map({c: i for i, c in enumerate(first.sort_values().index)}))
+        key = ["_cat_rank"] + key
+    return rows.sort_values(key)["label"].tolist()
+
+
+def _category_blocks(categories: list[str]) -> list[tuple[str, int, int]]:
+    """``(category, first, last + 1)`` runs of equal neighbours in a category list."""
+    blocks = []
+    for i, cat in enumerate(categories):
+        if blocks and blocks[-1][0] == cat:
+            blocks[-1] = (cat, blocks[-1][1], i + 1)
+        else:
+            blocks.append((cat, i, i + 1))
+    return blocks
+
+
 def plot_class_counts(data, *, theme: str = "light"):
-    """Clips per class, one bar per split (seaborn), classes grouped by category, in label-id order when known.
+    """Clips per class, one bar per split (seaborn), classes grouped by category with a divider and the
+    category's name above each block.
 
     Args:
         data: an ``AudioCache``, a ``PreprocessReport`` or a manifest DataFrame (``label``; ``split``,
@@ -44,25 +69,28 @@ def plot_class_counts(data, *, theme: str = "light"):
         raise ValueError("the manifest is empty: nothing to plot")
     if "split" not in df:
         df["split"] = "all"
-    order = (df.sort_values("label_id") if "label_id" in df else df.sort_values("label"))["label"].drop_duplicates().tolist()
+    order = _class_order(df)
     splits = [s for s in SPLIT_ORDER if s in set(df["split"])] + sorted(set(df["split"]) - set(SPLIT_ORDER))
     with _theme(theme):
-        fig, ax = plt.subplots(figsize=(max(6.0, 0.42 * len(order) + 2), 4.2), constrained_layout=True)
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.42 * len(order) + 2), 4.4), constrained_layout=True)
         sns.countplot(data=df, x="label", hue="split", order=order, hue_order=splits, ax=ax,
                       palette={s: SPLIT_COLORS.get(s, "#7f7f7f") for s in splits})
         ax.set(xlabel="", ylabel="clips")
-        ax.set_title(f"clips per class and split ({len(df)} clips, {len(order)} classes)", pad=20)
+        ax.set_title(f"clips per class and split ({len(df)} clips, {len(order)} classes)", pad=22)
         ax.tick_params(axis="x", labelrotation=90)
+        ax.margins(y=0.12)
         if "category" in df:
             cats = df.drop_duplicates("label").set_index("label")["category"].reindex(order).fillna("").tolist()
-            for i in range(1, len(order)):  # a thin divider where the category changes
-                if cats[i] != cats[i - 1]:
-                    ax.axvline(i - 0.5, color="#888888", lw=0.8, ls=":")
-            starts = [i for i in range(len(order)) if i == 0 or cats[i] != cats[i - 1]]
-            for j, s in enumerate(starts):
-                end = starts[j + 1] if j + 1 < len(starts) else len(order)
-                ax.text((s + end - 1) / 2, 1.01, cats[s], transform=ax.get_xaxis_transform(), ha="center",
-                        va="bottom", fontsize=9)
+            for cat, start, end in _category_blocks(cats):
+                if start:
+                    ax.axvline(start - 0.5, color="#666666", lw=1.0, ls="--")
+                ax.text((start + end - 1) / 2, 1.01, cat, transform=ax.get_xaxis_transform(), ha="center",
+                        va="bottom", fontsize=9, fontweight="bold")
+        # the legend sits outside the axes, so it never covers a bar
+        if len(splits) > 1:
+            sns.move_legend(ax, "upper left", bbox_to_anchor=(1.005, 1.0), title="split", frameon=False)
+        elif ax.get_legend() is not None:
+            ax.get_legend().remove()
         ax.grid(axis="y", alpha=0.3)
     return fig
 
@@ -88,29 +116,36 @@ def plot_durations(data, *, clip_seconds: float | None = 5.0, bins: int = 40, th
     return fig
 
 
-def _example_rows(df, indices, n: int, seed: int):
+def _example_rows(df, indices, n: int, seed: int, labels=None):
+    """Rows to show: ``indices`` as given; else one clip of each of ``labels`` (those present); else ``n`` clips of
+    different classes chosen with ``seed``."""
     if indices is not None:
         return [int(i) for i in indices]
     rng = np.random.default_rng(seed)
-    labels = df["label"].drop_duplicates().tolist()
-    picked = rng.choice(len(labels), size=min(n, len(labels)), replace=False)
-    return [int(rng.choice(np.flatnonzero(df["label"].to_numpy() == labels[k]))) for k in sorted(picked)]
+    present = df["label"].drop_duplicates().tolist()
+    if labels is not None:
+        chosen = [lab for lab in labels if lab in set(present)]
+    else:
+        chosen = [present[k] for k in sorted(rng.choice(len(present), size=min(n, len(present)), replace=False))]
+    return [int(rng.choice(np.flatnonzero(df["label"].to_numpy() == lab))) for lab in chosen]
 
 
-def plot_examples(cache, indices=None, *, n: int = 4, seed: int = 0, theme: str = "light"):
-    """Example clips: waveform above its log-mel spectrogram, the true event window shaded where known.
+def plot_examples(cache, indices=None, *, labels=None, n: int = 4, seed: int = 0, theme: str = "light"):
+    """Example clips: waveform above its log-mel spectrogram (colour = power in dB, with its colour bar), the
+    true event window shaded where known.
 
     Args:
         cache: an ``AudioCache``.
-        indices: rows to show (default: ``n`` clips of different classes, chosen with ``seed``).
+        indices: rows to show (default: one clip of each of ``labels``, or ``n`` clips of different classes
+            chosen with ``seed``).
     """
     df = cache.manifest
-    rows = _example_rows(df, indices, n, seed)
+    rows = _example_rows(df, indices, n, seed, labels)
     if not rows:
         raise ValueError("no clips to show")
     sr = cache.sample_rate
     with _theme(theme):
-        fig, axes = plt.subplots(2, len(rows), figsize=(3.6 * len(rows), 4.6), squeeze=False,
+        fig, axes = plt.subplots(2, len(rows), figsize=(3.6 * len(rows) + 1.0, 4.8), squeeze=False,
                                  gridspec_kw={"height_ratios": [1, 1.6]}, constrained_layout=True)
         for col, i in enumerate(rows):
             x = cache.audio(i)[: int(cache.lengths[i])]
@@ -120,17 +155,43 @@ def plot_examples(cache, indices=None, *, n: int = 4, seed: int = 0, theme: str 
             ax_w.set(xlim=(0, max(t[-1], 1e-3)), title=f"{df['label'].iloc[i]} ({df['split'].iloc[i]})")
             ax_w.set_xticklabels([])
             spec, centres = _log_mel(x, sr)
-            ax_s.imshow(spec, origin="lower", aspect="auto", cmap="magma", extent=(0, x.size / sr, 0, spec.shape[0]),
-                        vmin=float(spec.max()) - 80, vmax=float(spec.max()))
+            top = float(spec.max())
+            im = ax_s.imshow(spec, origin="lower", aspect="auto", cmap="magma",
+                             extent=(0, x.size / sr, 0, spec.shape[0]), vmin=top - 80, vmax=top)
             ticks = np.linspace(0, spec.shape[0] - 1, 5).astype(int)
             ax_s.set_yticks(ticks + 0.5, [f"{centres[k] / 1000:.1f}" for k in ticks])
-            ax_s.set(xlabel="time (s)", ylabel="kHz (mel)" if col == 0 else "")
+            ax_s.set(xlabel="time (s)", ylabel="kHz (mel scale)" if col == 0 else "")
             onset, offset = df["event_onset_s"].iloc[i], df["event_offset_s"].iloc[i]
             if np.isfinite(onset) and np.isfinite(offset):
                 _shade_events(ax_w, [(onset, offset)], theme)
-                for ax in (ax_s,):
-                    for edge in (onset, offset):
-                        ax.axvline(edge, color="#5fe35f", lw=1.2, ls="--")
+                for edge in (onset, offset):
+                    ax_s.axvline(edge, color="#5fe35f", lw=1.2, ls="--")
+        fig.colorbar(im, ax=axes[1, :].tolist(), label="power (dB, each clip's loudest = top)", shrink=0.9)
+    return fig
+
+
+def plot_padding(samples: np.ndarray, length: int, sr: int = 16000, *, theme: str = "light"):
+    """A short clip zero-padded to ``length`` samples, above the mask that says which samples are real (True) and
+    which are padding (False): the model turns it into a frame mask, and attention pooling gives masked frames
+    exactly zero weight.
+
+    Args:
+        samples: `(samples,)` a clip shorter than ``length``.
+    """
+    from .audio import fix_length
+
+    padded, mask = fix_length(np.asarray(samples, dtype=np.float32), length, mode="start")
+    t = np.arange(length) / sr
+    real_s = mask.sum() / sr
+    with _theme(theme):
+        fig, (ax_w, ax_m) = plt.subplots(2, 1, figsize=(10, 3.4), sharex=True, constrained_layout=True,
+                                         gridspec_kw={"height_ratios": [2.4, 1]})
+        ax_w.plot(t, padded, lw=0.5, color="#1f77b4" if theme == "light" else "#7fc8ff")
+        ax_w.axvspan(real_s, length / sr, color="#8c8c8c", alpha=0.25, lw=0, label="zero padding")
+        ax_w.set(ylabel="amplitude", xlim=(0, length / sr), title=f"a {real_s:.1f} s clip padded to {length / sr:g} s")
+        ax_w.legend(loc="upper right", fontsize=8)
+        ax_m.fill_between(t, mask.astype(float), step="post", color="#2ca02c", alpha=0.6, lw=0)
+        ax_m.set(yticks=[0, 1], yticklabels=["padding", "real"], ylim=(0, 1.15), xlabel="time (s)", ylabel="mask")
     return fig
 
 
@@ -141,8 +202,13 @@ def audio_player(samples: np.ndarray, sr: int = 16000):
     return Audio(np.asarray(samples, dtype=np.float32), rate=sr, normalize=True)
 
 
-def audio_players(cache, indices=None, *, n: int = 4, seed: int = 0):
-    """A small HTML table of labelled audio players (class, category, split, event window) for cache rows.
+def audio_players(data, indices=None, *, n: int = 4, seed: int = 0, labels=None, extra=None):
+    """A small HTML table of labelled audio players (row, class, category, split, event window, any ``extra``
+    columns) for clips of an ``AudioCache`` or of a manifest DataFrame (read with ``load_audio``).
+
+    Args:
+        indices: cache rows / manifest index labels to play (default: as :func:`plot_examples` chooses).
+        extra: a DataFrame indexed like ``indices`` whose columns are added (e.g. ``predicted``, ``score``).
 
     Returns an ``IPython.display.HTML``; display it in a notebook.
     """
@@ -150,30 +216,47 @@ def audio_players(cache, indices=None, *, n: int = 4, seed: int = 0):
 
     from IPython.display import HTML
 
-    df = cache.manifest
-    rows = _example_rows(df, indices, n, seed)
+    from .audio import load_audio
+
+    is_cache = hasattr(data, "audio")
+    df = data.manifest if is_cache else _manifest_of(data)
+    if indices is None:
+        positions = _example_rows(df.reset_index(drop=True), None, n, seed, labels)
+        indices = [df.index[p] for p in positions]
+    extra_cols = list(extra.columns) if extra is not None else []
     cells = []
-    for i in rows:
-        player = audio_player(cache.audio(i)[: int(cache.lengths[i])], cache.sample_rate)._repr_html_()
-        onset, offset = df["event_onset_s"].iloc[i], df["event_offset_s"].iloc[i]
+    for i in indices:
+        row = df.loc[i]
+        if is_cache:
+            samples, sr = data.audio(i)[: int(data.lengths[i])], data.sample_rate
+        else:
+            samples, sr = load_audio(row["path"]), 16000
+        onset, offset = row.get("event_onset_s", np.nan), row.get("event_offset_s", np.nan)
         event = f"{onset:.2f}–{offset:.2f} s" if np.isfinite(onset) and np.isfinite(offset) else "—"
-        cells.append(
-            "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (i, df["label"].iloc[i], df["category"].iloc[i],
-                                                                         df["split"].iloc[i], event))
-            + f"<td>{player}</td></tr>"
-        )
-    head = "".join(f"<th>{h}</th>" for h in ("row", "class", "category", "split", "event", "listen"))
+        values = [i, row["label"], row.get("category", ""), row.get("split", ""), event]
+        values += [_fmt_cell(extra.loc[i, c]) for c in extra_cols]
+        player = audio_player(samples, sr)._repr_html_()
+        cells.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in values) + f"<td>{player}</td></tr>")
+    head = "".join(f"<th>{h}</th>" for h in ["row", "class", "category", "split", "event", *extra_cols, "listen"])
     return HTML(f"<table><tr>{head}</tr>{''.join(cells)}</table>")
+
+
+def _fmt_cell(value) -> str:
+    return f"{value:.2f}" if isinstance(value, (float, np.floating)) else str(value)
 
 
 # ---- training and evaluation plots (learning curves, confusion heatmap) ------------------------------------
 
 
-def plot_learning_curves(history, *, theme: str = "light"):
-    """Loss (train / val) and validation accuracy / macro-F1 per epoch.
+def plot_learning_curves(history, *, chance: float | None = None, best_epoch: int | None = None,
+                         theme: str = "light"):
+    """Loss (train / val) and validation accuracy / macro-F1 per epoch, with chance accuracy and the kept (best)
+    epoch marked.
 
     Args:
         history: ``TrainResult.history`` (a list of per-epoch dicts) or a DataFrame of it.
+        chance: the accuracy of guessing (1 / classes on balanced data), drawn as a dotted line.
+        best_epoch: the epoch training kept (``TrainResult.best_epoch``), drawn as a vertical line.
     """
     import pandas as pd
 
@@ -181,50 +264,74 @@ def plot_learning_curves(history, *, theme: str = "light"):
     if h.empty:
         raise ValueError("the history is empty: nothing to plot")
     with _theme(theme):
-        fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
-        ax_loss.plot(h["epoch"], h["train_loss"], "o-", label="train")
+        fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
+        ax_loss.plot(h["epoch"], h["train_loss"], "o-", ms=3, label="train")
         if "val_loss" in h:
-            ax_loss.plot(h["epoch"], h["val_loss"], "s--", label="validation")
+            ax_loss.plot(h["epoch"], h["val_loss"], "s--", ms=3, label="validation")
         ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-        ax_loss.legend()
         for key, style, name in (("train_accuracy", "o:", "train accuracy"), ("val_accuracy", "s-", "val accuracy"),
                                  ("val_macro_f1", "^--", "val macro-F1")):
             if key in h:
-                ax_metric.plot(h["epoch"], h[key], style, label=name)
-        ax_metric.set(xlabel="epoch", ylabel="score", ylim=(0, 1.02), title="metrics")
-        ax_metric.legend(loc="lower right")
+                ax_metric.plot(h["epoch"], h[key], style, ms=3, label=name)
+        if chance is not None:
+            ax_metric.axhline(chance, color="#8c8c8c", ls=":", lw=1.5, label=f"chance ({chance:.2f})")
+        ax_metric.set(xlabel="epoch", ylabel="score", ylim=(0, 1.02), title="validation metrics")
         for ax in (ax_loss, ax_metric):
+            if best_epoch is not None:
+                ax.axvline(best_epoch, color="#d62728", lw=1.2, alpha=0.7, label=f"kept: epoch {best_epoch}")
             ax.grid(alpha=0.3)
             ax.xaxis.get_major_locator().set_params(integer=True)
+            # outside the axes: a legend over the curves would hide the epochs that matter
+            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     return fig
 
 
-def plot_confusion(report, *, normalize: bool = True, theme: str = "light", annotate: bool | None = None):
-    """Confusion heatmap (seaborn) from an evaluation report: rows = true class, columns = predicted.
+def plot_confusion(report, *, categories: dict | None = None, theme: str = "light"):
+    """Confusion heatmap from an evaluation report: rows = true class, columns = predicted. Colour is each row's
+    share of its true class (recall on the diagonal); numbers are clip counts, written only where there are
+    clips, and lines divide the categories, so a confusion inside a category reads apart from one across them.
 
     Args:
         report: an ``EvalReport`` (or a dict with ``confusion`` and ``labels``, e.g. ``report.to_dict()``).
-        normalize: show each row as shares of the true class (recall on the diagonal) instead of counts.
-        annotate: write the numbers in the cells (default: when there are at most 25 classes).
+        categories: ``{class: category}`` (e.g. from the cache manifest); classes are grouped by it.
     """
+    import pandas as pd
     import seaborn as sns
 
-    confusion = np.asarray(report["confusion"] if isinstance(report, dict) else report.confusion, dtype=float)
+    counts = np.asarray(report["confusion"] if isinstance(report, dict) else report.confusion, dtype=int)
     labels = list(report["labels"] if isinstance(report, dict) else report.labels)
-    if normalize:
-        confusion = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
-    annotate = len(labels) <= 25 if annotate is None else annotate
-    size = max(4.5, 0.38 * len(labels) + 2)
+    order = list(range(len(labels)))
+    cats = None
+    if categories:
+        table = pd.DataFrame({"label": labels, "label_id": order,
+                              "category": [categories.get(lab, "") for lab in labels]})
+        order = [labels.index(lab) for lab in _class_order(table)]
+        cats = [categories.get(labels[i], "") for i in order]
+    counts = counts[np.ix_(order, order)]
+    names = [labels[i] for i in order]
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    annot = np.where(counts > 0, counts.astype(str), "")
+    size = max(4.5, 0.36 * len(names) + 2)
     with _theme(theme):
-        fig, ax = plt.subplots(figsize=(size + 1, size), constrained_layout=True)
-        sns.heatmap(
-            confusion, ax=ax, cmap="viridis", square=True, xticklabels=labels, yticklabels=labels,
-            vmin=0, vmax=1 if normalize else None, annot=annotate, fmt=".2f" if normalize else ".0f",
-            annot_kws={"fontsize": 7}, cbar_kws={"label": "share of true class" if normalize else "clips"},
-        )
-        ax.set(xlabel="predicted", ylabel="true", title="confusion matrix" + (" (row-normalised)" if normalize else ""))
+        fig, ax = plt.subplots(figsize=(size + 1.2, size), constrained_layout=True)
+        sns.heatmap(shares, ax=ax, cmap="Blues", square=True, xticklabels=names, yticklabels=names, vmin=0, vmax=1,
+                    annot=annot, fmt="", annot_kws={"fontsize": 8}, linewidths=0.3, linecolor="#dddddd",
+                    cbar_kws={"label": "share of the true class's clips (numbers: clips)", "shrink": 0.7})
+        if cats:
+            for cat, start, end in _category_blocks(cats):
+                if start:
+                    ax.axhline(start, color="#444444", lw=1.4)
+                    ax.axvline(start, color="#444444", lw=1.4)
+                ax.text(-0.02, (start + end) / 2 / len(names), cat, transform=ax.transAxes, rotation=90,
+                        ha="right", va="center", fontsize=9, fontweight="bold")
+            ax.set_ylabel("")
+        per_class = counts.sum(axis=1)
+        support = f"{per_class.min()}" if per_class.min() == per_class.max() else f"{per_class.min()}-{per_class.max()}"
+        ax.set(xlabel="predicted", title=f"confusion matrix ({counts.sum()} clips, {support} per true class)")
+        if not cats:
+            ax.set_ylabel("true")
         ax.tick_params(axis="x", labelrotation=90, labelsize=8)
-        ax.tick_params(axis="y", labelrotation=0, labelsize=8)
+        ax.tick_params(axis="y", labelrotation=0, labelsize=8, pad=14 if cats else 3)
     return fig
 
 
@@ -245,9 +352,10 @@ def plot_attention_localisation(report, *, theme: str = "light"):
         ax.scatter(pc["attention_chance"], y, marker="|", s=160, color="#00a0d0", zorder=3,
                    label="chance (event duration / clip)")
         ax.set_yticks(y, pc.index, fontsize=8)
-        ax.set(xlim=(0, 1), xlabel="share of pooling weight",
+        ax.set(xlim=(0, 1), xlabel="share of pooling weight inside the true event window",
                title=f"attention localisation: {report.attention_in_event:.2f} vs chance {report.attention_chance:.2f}")
-        ax.legend(loc="lower right", fontsize=8)
+        # below the axes: inside, it would sit on the bars
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8, frameon=False)
         ax.grid(axis="x", alpha=0.3)
     return fig
 
@@ -457,17 +565,75 @@ def attention_profiles(predictions, labels, n_bins: int = 50) -> tuple[list[str]
     return names, np.stack([sums[n] / counts[n] for n in names]), grid
 
 
-def plot_attention_profiles(predictions, labels, *, n_bins: int = 50, theme: str = "light"):
-    """Heatmap of each class's average attention over (relative) clip time: where in a clip does the model look
-    for a dog, for rain? Rows are classes, colour is attention × uniform (1 = no preference)."""
-    names, profiles, grid = attention_profiles(predictions, labels, n_bins)
+def attention_profiles_aligned(predictions, labels, onsets, *, before_s: float = 1.0, after_s: float = 3.0,
+                               step_s: float = 0.04) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Average attention curve per class on a grid of seconds *from the true event's onset* (NaN where no clip of
+    the class reaches that far): where does the model look relative to the event, whenever the event starts?
+
+    Returns:
+        ``(class_names, profiles, grid)``: profiles `(classes, len(grid))` in "× uniform" units.
+    """
+    grid = np.arange(-before_s, after_s + 1e-9, step_s)
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, np.ndarray] = {}
+    for pred, label, onset in zip(predictions, labels, onsets):
+        if not np.isfinite(onset):
+            continue
+        t = np.asarray(pred.frame_times_s) - onset
+        inside = (grid >= t[0]) & (grid <= t[-1])
+        curve = np.where(inside, np.interp(grid, t, attention_relative(pred).mean(axis=0)), 0.0)
+        sums[label] = sums.get(label, 0) + curve
+        counts[label] = counts.get(label, 0) + inside
+    names = sorted(sums)
+    if not names:
+        raise ValueError("attention_profiles_aligned needs predictions with a finite event onset")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        profiles = np.stack([np.where(counts[n] > 0, sums[n] / np.maximum(counts[n], 1), np.nan) for n in names])
+    return names, profiles, grid
+
+
+def plot_attention_profiles(predictions, labels, *, onsets=None, offsets=None, n_bins: int = 50,
+                            theme: str = "light"):
+    """Heatmap of each class's average attention: rows are classes, colour is attention × uniform (1 = no
+    preference; the scale stops at the 98th percentile so one hot cell cannot wash out the rest).
+
+    With ``onsets`` (true event onsets, seconds) the x axis is time from the event's onset and each row marks its
+    class's mean event end (``offsets``): the profiles are aligned on the events. Without, it is the position in
+    the clip (0 = start, 1 = end), for recordings without event times.
+    """
+    aligned = onsets is not None and np.isfinite(np.asarray(onsets, dtype=float)).any()
+    if aligned:
+        names, profiles, grid = attention_profiles_aligned(predictions, labels, onsets)
+        extent = (grid[0], grid[-1], len(names), 0)
+    else:
+        names, profiles, grid = attention_profiles(predictions, labels, n_bins)
+        extent = (0, 1, len(names), 0)
+    vmax = float(np.nanpercentile(profiles, 98)) if np.isfinite(profiles).any() else 1.0
     with _theme(theme):
-        fig, ax = plt.subplots(figsize=(9, 0.32 * len(names) + 1.6), constrained_layout=True)
-        im = ax.imshow(profiles, aspect="auto", cmap="viridis", extent=(0, 1, len(names), 0), vmin=0)
+        fig, ax = plt.subplots(figsize=(9, 0.32 * len(names) + 1.8), constrained_layout=True)
+        cmap = plt.get_cmap("viridis").copy()
+        cmap.set_bad("#bbbbbb")
+        im = ax.imshow(profiles, aspect="auto", cmap=cmap, extent=extent, vmin=0, vmax=max(vmax, 1.0),
+                       interpolation="nearest")
         ax.set_yticks(np.arange(len(names)) + 0.5, names)
-        ax.set_xlabel("position in clip (0 = start, 1 = end)")
-        ax.set_title("average attention per class")
-        fig.colorbar(im, ax=ax, label="attention (× uniform)")
+        if aligned:
+            ax.axvline(0, color="white", lw=1.2, ls="--")
+            if offsets is not None:
+                dur = {}
+                for label, on, off in zip(labels, onsets, offsets):
+                    if np.isfinite(on) and np.isfinite(off):
+                        dur.setdefault(label, []).append(off - on)
+                for row, name in enumerate(names):
+                    if name in dur:
+                        ax.plot([np.mean(dur[name])] * 2, [row + 0.1, row + 0.9], color="#ff3fa4", lw=2.2,
+                                label="mean event end" if row == 0 else None)
+            ax.set_xlabel("seconds from the true event's onset (dashed line; grey: no clip reaches that far)")
+            ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.14), fontsize=8, frameon=False)
+            ax.set_title("average attention per class, aligned on the true event")
+        else:
+            ax.set_xlabel("position in clip (0 = start, 1 = end)")
+            ax.set_title("average attention per class")
+        fig.colorbar(im, ax=ax, label="attention (× uniform)", extend="max")
     return fig
 
 

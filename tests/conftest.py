@@ -126,16 +126,21 @@ def train_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def smoke_suite(tmp_path_factory):
-    """The notebook suite executed once per session the way CI and `make demo` run it (`asit demo --smoke`):
-    ``(workspace, what the command printed)``. The tests that read executed notebooks share this one run."""
+    """The notebook suite executed once per session the way CI and `make demo` run it (`asit demo --smoke`).
+    The tests that read executed notebooks share this one run. Attributes: ``out`` (the workspace), ``printed``
+    (what the command printed), ``sources_before`` (sha256 of each source notebook before the run)."""
     import contextlib
+    import hashlib
     import io
+    from types import SimpleNamespace
 
     from asit_helpers.cli import main
 
+    nb_dir = Path(__file__).resolve().parent.parent / "notebooks"
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(nb_dir.glob("*.ipynb"))}
     out = tmp_path_factory.mktemp("suite") / "outputs"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         code = main(["demo", "--out", str(out), "--smoke"])
     assert code == 0, printed.getvalue()
-    return out, printed.getvalue()
+    return SimpleNamespace(out=out, printed=printed.getvalue(), sources_before=before)

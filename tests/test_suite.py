@@ -44,14 +44,9 @@ def _digest(folder: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_asit_demo_executes_the_whole_suite(tmp_path, capsys):
+def test_asit_demo_executes_the_whole_suite(smoke_suite):
     """`asit demo --smoke`: every notebook runs headless, in order, in one workspace (what `make demo` runs)."""
-    from asit_helpers.cli import main
-
-    before = _digest(NB_DIR)
-    out = tmp_path / "outputs"
-    assert main(["demo", "--out", str(out), "--smoke"]) == 0
-    printed = capsys.readouterr().out
+    before, out, printed = smoke_suite.sources_before, smoke_suite.out, smoke_suite.printed
     assert "Where to look:" in printed and str(out.resolve() / "figures") in printed
 
     for name in nbmod.NOTEBOOKS:
