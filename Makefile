@@ -10,7 +10,7 @@ else
 endif
 PY := $(BIN)/python
 
-.PHONY: install demo test test-fast test-compat bench serve test-serve clean
+.PHONY: install demo test test-fast test-compat bench serve test-serve test-container clean
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -42,6 +42,11 @@ serve: install
 # The server's tests alone, with the load test's figures printed (also saved to bench/results/serve_load.json)
 test-serve: install
 	$(PY) -m pytest tests/test_serve.py tests/test_serve_live.py tests/test_serve_browser.py -s -q
+
+# The API's container image, built and run with podman (Debian 12 base from debootstrap, cached in
+# ~/.cache/asit-container; README "Deploy"). Skips without podman unless ASIT_REQUIRE_CONTAINER=1.
+test-container: install
+	ASIT_CONTAINER=1 $(PY) -m pytest tests/test_container.py -s -q
 
 clean:
 	rm -rf outputs .pytest_cache

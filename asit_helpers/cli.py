@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -149,6 +150,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def defaults_from_environment(parser: argparse.ArgumentParser, prefix: str = "ASIT_") -> None:
+    """Let ``PREFIX<FLAG>`` environment variables (``ASIT_THREADS`` for ``--threads``) set option defaults.
+
+    Containers and service managers configure a server through its environment; a flag on the command line still
+    wins. argparse converts a string default with the option's ``type`` only when that subcommand runs, so a bad
+    value fails like a bad flag, and only there. A repeatable option takes a comma-separated list.
+    """
+    for action in parser._actions:
+        name = prefix + action.dest.upper()
+        if action.option_strings and action.dest != "help" and name in os.environ:
+            raw = os.environ[name]
+            repeatable = isinstance(action, argparse._AppendAction)
+            parser.set_defaults(**{action.dest: [v.strip() for v in raw.split(",") if v.strip()] if repeatable else raw})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asit", description="ASiT: audio event classification with attention pooling")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -177,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "lock on a CPU)")
     p.add_argument("--device", default=None, help="torch device for the model, e.g. cuda (default: cpu)")
     p.set_defaults(func=_cmd_serve)
+    defaults_from_environment(p, prefix="ASIT_")
 
     p = sub.add_parser("train", help="train a classifier on a preprocessed cache (checkpoint in --out)")
     p.add_argument("cache", type=Path, help="cache directory (asit preprocess)")

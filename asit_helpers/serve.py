@@ -37,6 +37,8 @@ from __future__ import annotations
 import io
 import logging
 import queue
+import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -392,8 +394,18 @@ def serve(
         log.warning("listening on %s: anyone who can reach this machine can use the API", host)
     print(f"ASiT serving {checkpoint} on http://{host}:{port}/  ({threads} threads, "
           f"{app.config['ASIT_PREDICTOR'].mode}); Ctrl+C to stop", flush=True)
+    _stop_on_sigterm()
     limit = max_body + 64 * 1024  # room for the multipart framing around a file of exactly the limit
     # waitress answers 413 itself (plain text) when Content-Length is over the limit, without reading the body;
     # inbuf_overflow keeps accepted bodies in memory (by default waitress spools inputs over 512 KB to a temp file).
     waitress_serve(app, host=host, port=port, threads=threads, max_request_body_size=limit, inbuf_overflow=limit,
                    ident="asit")
+    print("ASiT server stopped", flush=True)
+
+
+def _stop_on_sigterm() -> None:
+    """Let SIGTERM (``docker stop``, systemd, Kubernetes) stop waitress as Ctrl+C does: it exits its loop on
+    SystemExit and gives running requests up to 5 s. Needed in a container, where the server is PID 1 and the
+    kernel drops any signal that PID 1 has no handler for, so ``docker stop`` would wait and then kill it."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
