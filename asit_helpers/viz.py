@@ -688,3 +688,88 @@ def save_figure(fig, path, dpi: int = 110):
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+# ---- faithfulness (explain.py): deletion/insertion curves, clips with two events ------------------------------
+
+#: One fixed colour per saliency, so the curves read the same in every figure.
+SALIENCY_COLORS = {"attention": "#ff8c00", "random": "#8c8c8c", "energy": "#00a0d0",
+                   "gradient_x_input": "#b040c0", "occlusion": "#2ca02c"}
+
+
+def plot_deletion_curves(report, saliencies=None, *, theme: str = "light"):
+    """Mean deletion and insertion curves of a ``FaithfulnessReport``, one line per saliency, AUC in the legend.
+
+    Deletion (left): the true class's probability as the top-ranked frames are removed; lower and earlier is more
+    faithful. Insertion (right): as they are put back into an emptied clip; higher and earlier is more faithful.
+    """
+    names = list(saliencies or report.saliencies)
+    summary = report.summary()
+    with _theme(theme):
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True, constrained_layout=True)
+        for ax, kind in zip(axes, ("deletion", "insertion")):
+            curves = report.mean_curves(kind)
+            for k, name in enumerate(names):
+                area = summary[name][f"{kind}_auc"]
+                color = SALIENCY_COLORS.get(name, HEAD_COLORS[(k + 1) % len(HEAD_COLORS)])
+                style = "--" if name.startswith("attention_head") else "-"
+                ax.plot(report.fractions, curves[name], style, color=color, lw=1.8,
+                        label=f"{name} (AUC {area:.3f})" if area is not None else name)
+            ax.set(xlabel="fraction of frames " + ("removed" if kind == "deletion" else "put back"),
+                   title=f"{kind} ({'lower' if kind == 'deletion' else 'higher'} is more faithful)", xlim=(0, 1))
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        axes[0].set(ylabel="probability of the true class", ylim=(0, 1.02))
+        fig.suptitle(f"{len(report.labels) - len(report.skipped)} clips; removed audio → {report.replacement}",
+                     fontsize=10)
+    return fig
+
+
+def plot_two_events(reports, samples, index: int = 0, sr: int = 16000, *, theme: str = "light"):
+    """Clips with two events: one example clip per model (both windows shaded, one attention curve per head) and
+    the models' rates side by side (top-1 is one of the two, top-2 accuracy, follows the louder / longer event,
+    heads that take both events).
+
+    Args:
+        reports: ``{name: TwoEventReport}`` of the same clips (e.g. single-head vs multi-head pooling).
+        samples: `(samples,)` the audio of clip ``index``.
+    """
+    x = np.asarray(samples, dtype=np.float32)
+    t = np.arange(x.size) / sr
+    rates = ("top1_is_one_of_the_two", "top2_accuracy", "follows_louder", "follows_longer", "heads_take_both_events")
+    with _theme(theme):
+        fig, axes = plt.subplots(len(reports) + 1, 1, figsize=(10, 2.6 * len(reports) + 3.2), constrained_layout=True)
+        for ax, (name, rep) in zip(axes, reports.items()):
+            row = rep.clips.iloc[index]
+            ax.plot(t, x, color="#4c72b0" if theme == "light" else "#9db8e8", lw=0.4)
+            for tag, on, off, label, snr, color in (
+                ("A", row.onset_s, row.offset_s, row.label, row.snr_db, "#2ca02c"),
+                ("B", row.onset_2_s, row.offset_2_s, row.label_2, row.snr_2_db, "#d62728"),
+            ):
+                ax.axvspan(on, off, color=color, alpha=0.18, lw=0, label=f"{tag}: {label} ({snr:.0f} dB, {off - on:.1f} s)")
+            twin = ax.twinx()
+            w = rep.weights[index]
+            for h, curve in enumerate(w * w.shape[-1]):
+                line, = twin.plot(rep.frame_times[: w.shape[-1]], curve, color=HEAD_COLORS[h % len(HEAD_COLORS)], lw=1.6,
+                                  label=f"head {h + 1}" if len(w) > 1 else "attention")
+                line.set_path_effects(_outline(theme))
+            twin.set_ylabel("attention (× uniform)")
+            h1, l1 = ax.get_legend_handles_labels()
+            h2, l2 = twin.get_legend_handles_labels()
+            ax.legend(h1 + h2, l1 + l2, loc="upper right", fontsize=7, framealpha=0.7, ncol=2)
+            ax.set(xlim=(0, t[-1] if t.size else 1), ylabel="amplitude",
+                   title=f"{name} ({rep.pooling}, {rep.heads} head{'s' * (rep.heads > 1)}): predicted {row.top1}, "
+                         f"then {row.top2}")
+        ax = axes[-1]
+        width = 0.8 / max(1, len(reports))
+        for k, (name, rep) in enumerate(reports.items()):
+            s = rep.summary()
+            values = [s[r] if s[r] is not None else np.nan for r in rates]
+            bars = ax.bar(np.arange(len(rates)) + (k - (len(reports) - 1) / 2) * width, values, width,
+                          color=HEAD_COLORS[k % len(HEAD_COLORS)], label=f"{name} ({s['clips']} clips)")
+            ax.bar_label(bars, fmt="%.2f", fontsize=7)
+        ax.set_xticks(np.arange(len(rates)), [r.replace("_", " ") for r in rates], fontsize=8)
+        ax.set(ylim=(0, 1.1), ylabel="share of clips")
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    return fig
