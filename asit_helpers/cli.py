@@ -4,6 +4,11 @@
     asit synth OUT [--clips-per-class N] [--seed S]
     asit download RECIPE_OR_SLUG OUT
     asit preprocess DATA_DIR --out CACHE [--classes MAPPING] [--json]
+    asit train CACHE --out DIR [--preset base|tiny-fb|base-random] [any TrainArgs field as --flag]
+    asit evaluate CHECKPOINT CACHE [--json]        asit serve CHECKPOINT       asit env [--json]
+
+Expected failures (no Hub, not a checkpoint, a missing cache, bad input) end with a short explanation from
+:mod:`asit_helpers.messages` and exit code 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -15,18 +20,33 @@ import sys
 from pathlib import Path
 
 from .audio import AudioError
+from .messages import ExpectedError, explain, missing_cache, not_a_checkpoint
+
+
+def _checkpoint(path: Path) -> Path:
+    """``path`` if it is a checkpoint directory; otherwise the explanation (never a Hub look-up for a typo)."""
+    if not (path / "config.json").is_file():
+        raise ExpectedError(not_a_checkpoint(path))
+    return path
+
+
+def _cache(path: Path) -> Path:
+    """``path`` if it holds a finished cache (``cache.json``); otherwise the explanation."""
+    if not (path / "cache.json").is_file():
+        raise ExpectedError(missing_cache(path))
+    return path
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .inference import predict
     from .model import load_model
 
-    model = load_model(args.checkpoint)
+    model = load_model(_checkpoint(args.checkpoint))
     failures = 0
     results = []
     for path in args.files:
         try:
-            pred = predict(model, path, top_k=args.top_k, precision="fp32" if args.fp32 else "auto")
+            pred = predict(model, path, top_k=args.top_k, precision=args.precision)
         except AudioError as exc:
             failures += 1
             print(f"error: {exc}", file=sys.stderr)
@@ -47,9 +67,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .serve import serve
 
-    serve(args.checkpoint, host=args.host, port=args.port, threads=args.threads, max_upload_mb=args.max_upload_mb,
+    serve(_checkpoint(args.checkpoint), host=args.host, port=args.port, threads=args.threads, max_upload_mb=args.max_upload_mb,
           max_seconds=args.max_seconds, cors_origins=args.cors_origin or None, batching=args.batching,
-          device=args.device)
+          device=args.device, precision=args.precision)
     return 0
 
 
@@ -58,7 +78,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     kwargs = dict(preset=args.preset, pooling=args.pooling, mode=args.mode, epochs=args.epochs,
                   batch_size=args.batch_size, seed=args.seed, balance=args.balance, grad_accum=args.grad_accum,
-                  gradient_checkpointing=args.gradient_checkpointing, mixed_precision=args.mixed_precision)
+                  gradient_checkpointing=args.gradient_checkpointing, precision=args.precision)
     if args.lr_head is not None:
         kwargs["lr_head"] = args.lr_head
     if args.lr_backbone is not None:
@@ -73,7 +93,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         kwargs["freeze_feature_encoder"] = False
     if args.no_fast:
         kwargs["fast"] = False
-    result = train(args.cache, args.out, model=args.init, resume=args.resume, overwrite=args.overwrite,
+    result = train(_cache(args.cache), args.out, model=args.init and _checkpoint(args.init), resume=args.resume, overwrite=args.overwrite,
                    device=args.device, copy_to=args.copy_to, **kwargs)
     best = {k: round(v, 4) for k, v in result.best_metrics.items()}
     print(f"best epoch {result.best_epoch}: {best}; checkpoint {result.checkpoint} ({result.seconds:.0f} s)")
@@ -83,13 +103,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
-    report = evaluate(args.checkpoint, args.cache, split=None if args.split == "all" else args.split,
-                      batch_size=args.batch_size, device=args.device, progress=not args.json)
+    report = evaluate(_checkpoint(args.checkpoint), _cache(args.cache), split=None if args.split == "all" else args.split,
+                      batch_size=args.batch_size, device=args.device, progress=not args.json,
+                      precision=args.precision)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
         return 0
     print(f"{args.checkpoint} on {args.split} ({len(report.clips)} clips): accuracy {report.accuracy:.4f}, "
-          f"macro-F1 {report.macro_f1:.4f}")
+          f"macro-F1 {report.macro_f1:.4f}  [{report.precision}: {report.precision_reason}]")
     if report.attention_in_event is not None:
         print(f"pooling weight inside the event window: {report.attention_in_event:.3f} "
               f"(chance {report.attention_chance:.3f})")
@@ -132,6 +153,14 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
     return 0 if len(report.kept) else 1  # nothing usable is a failure a script should notice
 
 
+def _cmd_env(args: argparse.Namespace) -> int:
+    from .runtime import environment, format_environment
+
+    info = environment()
+    print(json.dumps(info, indent=1) if args.json else format_environment(info, short=args.short))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .suite import run_suite, suite_summary
 
@@ -165,6 +194,27 @@ def defaults_from_environment(parser: argparse.ArgumentParser, prefix: str = "AS
             parser.set_defaults(**{action.dest: [v.strip() for v in raw.split(",") if v.strip()] if repeatable else raw})
 
 
+class _DeprecatedAlias(argparse.Action):
+    """An old flag that still works, says so, and sets its new flag's value."""
+
+    def __init__(self, option_strings, dest, const=None, nargs=None, **kwargs):
+        super().__init__(option_strings, dest, nargs=nargs, const=const, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        value = self.const if self.const is not None else values
+        print(f"note: {option_string} is deprecated; use --{self.dest} {value}", file=sys.stderr)
+        setattr(namespace, self.dest, value)
+
+
+def _add_precision(p: argparse.ArgumentParser, training: bool = False) -> None:
+    from .runtime import PRECISIONS
+
+    where = "fp32 on a CPU" if training else "bf16 on a CPU with native bf16, else fp32"
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help=f"backbone precision (default auto: bf16 on GPUs with native bf16, fp16 on T4/V100, {where}; "
+                        "`asit env` shows what auto picks here)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asit", description="ASiT: audio event classification with attention pooling")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -175,8 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--json", action="store_true", help="print JSON (one object, or a list for several files)")
     p.add_argument("--no-weights", action="store_true", help="leave pooling weights out of the JSON")
-    p.add_argument("--fp32", action="store_true",
-                   help="run the backbone in float32 (default: bf16 where the CPU/GPU supports it natively)")
+    _add_precision(p)
+    p.add_argument("--fp32", action=_DeprecatedAlias, dest="precision", const="fp32", nargs=0,
+                   help="deprecated: use --precision fp32")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("serve", help="serve the web page and JSON API (waitress; 127.0.0.1 by default)")
@@ -192,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="concurrency: a lock around the model or a micro-batching queue (auto: micro on a GPU, "
                         "lock on a CPU)")
     p.add_argument("--device", default=None, help="torch device for the model, e.g. cuda (default: cpu)")
+    _add_precision(p)
     p.set_defaults(func=_cmd_serve)
     defaults_from_environment(p, prefix="ASIT_")
 
@@ -217,7 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also train the conv front end (needed for a random-initialised backbone such as tiny-fb)")
     p.add_argument("--no-fast", action="store_true", help="head mode: run the backbone every epoch (no embedding cache)")
     p.add_argument("--gradient-checkpointing", action="store_true")
-    p.add_argument("--mixed-precision", choices=["auto", "no", "bf16", "fp16"], default="auto")
+    _add_precision(p, training=True)
+    p.add_argument("--mixed-precision", action=_DeprecatedAlias, dest="precision", type=lambda v: "fp32" if v == "no" else v,
+                   help="deprecated: use --precision (auto|fp32|bf16|fp16)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
@@ -232,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_precision(p)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("synth", help="generate the synthetic soundscape dataset (22 classes, true event times)")
@@ -270,6 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="seconds-long training (what CI runs)")
     p.set_defaults(func=_cmd_demo)
 
+    p = sub.add_parser("env", help="versions, device, what --precision auto picks and why, Hub status (for bug reports)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (for tools)")
+    p.add_argument("--short", action="store_true", help="three lines (what the notebooks' setup cell prints)")
+    p.set_defaults(func=_cmd_env)
+
     return parser
 
 
@@ -280,8 +340,11 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()  # "Loading weights 69/69" bars are noise on a command line
     try:
         return int(args.func(args) or 0)
-    except (AudioError, FileNotFoundError, FileExistsError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:  # expected failures get their explanation; anything else is a bug: traceback
+        text = explain(exc)
+        if text is None:
+            raise
+        print(text, file=sys.stderr)
         return 2
 
 

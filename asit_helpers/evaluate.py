@@ -8,7 +8,9 @@ attention localisation (how much pooling weight falls inside each clip's true ev
 
 Predictions come from the model's forward pass over the cache in batches. The cache holds fixed windows of
 ``clip_seconds``, so a batch forward with the model's own feature extractor is exactly ``predict``'s
-single-window path (per-clip normalisation, zero padding, sample mask).
+single-window path (per-clip normalisation, zero padding, sample mask), through the same
+:func:`~asit_helpers.inference.classify_batch` at the same precision (``precision="auto"``: what ``predict`` and
+``asit serve`` pick on this device; the report records it).
 
 *Attention localisation.* For a clip with a known event ``[onset, offset]``, the score is the share of the
 pooling weight (averaged over heads) on frames whose centre lies inside the event. The *chance* share is the
@@ -28,7 +30,9 @@ import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from .batches import ClipDataset, EmbeddingStore, WaveformCollator, cache_labels
+from .inference import classify_batch
 from .model import AsitForAudioClassification, load_model
+from .runtime import resolve_device, resolve_precision
 
 
 def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) -> dict[str, Any]:
@@ -99,6 +103,7 @@ class EvalReport:
         attention_in_event, attention_chance: means over clips with event times (None without any).
         by_snr: accuracy (and attention share) per SNR level, when the manifest has ``snr_db``.
         weights: `(clips, heads, frames)` pooling weights; frame_times: `(frames,)` seconds.
+        precision, precision_reason: what the backbone ran in (as ``predict`` would here) and why.
     """
 
     split: str
@@ -114,6 +119,8 @@ class EvalReport:
     weights: np.ndarray | None = field(default=None, repr=False)
     frame_times: np.ndarray | None = field(default=None, repr=False)
     pooling: str = ""
+    precision: str = "fp32"
+    precision_reason: str = ""
 
     @property
     def misclassified(self) -> pd.DataFrame:
@@ -142,6 +149,8 @@ class EvalReport:
         out: dict[str, Any] = {
             "split": self.split,
             "pooling": self.pooling,
+            "precision": self.precision,
+            "precision_reason": self.precision_reason,
             "n": int(len(self.clips)),
             "accuracy": clean(self.accuracy),
             "macro_f1": clean(self.macro_f1),
@@ -178,10 +187,12 @@ def forward_cache(
     batch_size: int = 16,
     embeddings: EmbeddingStore | None = None,
     progress: bool = False,
+    precision: str = "fp32",
 ) -> dict[str, np.ndarray]:
     """The model's outputs on ``cache`` clips ``indices``, in batches, on the model's device.
 
-    With ``embeddings`` (a store built from this model's backbone) only pooling + head run.
+    With ``embeddings`` (a store built from this model's backbone) only pooling + head run. ``precision`` (resolved:
+    ``"fp32"``, ``"bf16"``, ``"fp16"``) is the backbone's, as in :func:`~asit_helpers.inference.classify_batch`.
 
     Returns:
         ``{"logits": (n, C), "weights": (n, H, T), "frame_mask": (n, T)}`` as float32 / bool numpy arrays,
@@ -200,7 +211,8 @@ def forward_cache(
         chunk = indices[start : start + batch_size]
         if embeddings is None:
             batch = collate([dataset[i] for i in range(start, start + len(chunk))])
-            out = model(batch["input_values"].to(device), attention_mask=batch["attention_mask"].to(device))
+            out = classify_batch(model, batch["input_values"].to(device),
+                                 attention_mask=batch["attention_mask"].to(device), precision=precision)
         else:
             hidden = torch.from_numpy(np.asarray(embeddings.hidden[chunk], dtype=np.float32)).to(device)
             mask = torch.from_numpy(np.asarray(embeddings.frame_mask[chunk], dtype=bool)).to(device)
@@ -226,6 +238,7 @@ def evaluate(
     device: str | torch.device | None = None,
     embeddings: EmbeddingStore | None = None,
     progress: bool = True,
+    precision: str = "auto",
 ) -> EvalReport:
     """Evaluate a model on one split of a cache.
 
@@ -236,6 +249,8 @@ def evaluate(
         batch_size: clips per forward pass.
         device: where to run (default: CUDA when available, else CPU).
         embeddings: cached backbone outputs for this model (skips the backbone).
+        precision: the backbone's precision, resolved as ``predict`` resolves it (``"auto"``, ``"fp32"``,
+            ``"bf16"``, ``"fp16"``; see :func:`asit_helpers.runtime.resolve_precision`).
 
     Returns:
         an :class:`EvalReport`.
@@ -247,9 +262,8 @@ def evaluate(
             from .cache import AudioCache
 
         cache = AudioCache.open(cache)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_model(model_or_dir, device=device)
+    model = load_model(model_or_dir, device=resolve_device(device))
+    choice = resolve_precision(precision, model.device)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if list(cache.labels) != labels:
         raise ValueError(
@@ -259,7 +273,7 @@ def evaluate(
     indices = np.arange(len(cache)) if split is None else np.asarray(cache.indices(split), dtype=np.int64)
     if len(indices) == 0:
         raise ValueError(f"the cache has no clips in split {split!r}")
-    out = forward_cache(model, cache, indices, batch_size, embeddings, progress)
+    out = forward_cache(model, cache, indices, batch_size, embeddings, progress, precision=choice.precision)
     probs = torch.softmax(torch.from_numpy(out["logits"]), dim=-1).numpy()
     y_pred = probs.argmax(axis=1)
     y_true = cache_labels(cache)[indices]
@@ -316,6 +330,8 @@ def evaluate(
         weights=out["weights"],
         frame_times=out["frame_times"],
         pooling=model.config.pooling,
+        precision=choice.precision if embeddings is None else "fp32",
+        precision_reason=choice.reason if embeddings is None else "cached embeddings: pooling and head in fp32",
     )
 
 

@@ -7,13 +7,14 @@ Audio longer than the model's window (``config.clip_seconds``, 5 s) is cut into 
 (the last aligned to the end, so no window is padded); each window is classified, the clip's probabilities are
 the mean over windows, and the windows' attention curves are stitched into one curve over the whole clip.
 
-Precision (the fast path, issue 7): with ``precision="auto"`` (the default) the backbone runs in bfloat16 where the
-hardware has native bf16 matrix instructions: on a CPU with AVX512-BF16 or AMX (detected at run time) through a
-cached copy whose matrix and conv weights are bf16, run under autocast (norms and the residual stream in float32),
-on a CUDA GPU through autocast. Everywhere else it runs in float32. The pooling,
-the head and the softmax always run in float32, so the attention curve and the probabilities keep full precision.
-``precision="fp32"`` (``asit predict --fp32``) forces the float32 reference. ``bench/latency.py`` measures the
-speed-up and the top-1 agreement with float32 that justify this default.
+Precision: ``precision="auto"`` (the default) asks :func:`asit_helpers.runtime.resolve_precision`, the one resolver
+training, evaluation and serving share: bf16 where the hardware has native bf16 matrix instructions, fp16 on GPUs
+that only have fp16 tensor cores (T4, V100), float32 elsewhere. On a CPU bf16 runs through a cached copy whose
+matrix and conv weights are bf16, under autocast (norms and the residual stream in float32); on a GPU through
+autocast. The pooling, the head and the softmax always run in float32, so the attention curve and the
+probabilities keep full precision. ``precision="fp32"`` (``asit predict --precision fp32``) forces the float32
+reference. ``bench/latency.py`` measures the speed-up and the top-1 agreement with float32 that justify this
+default.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from torch.nn.utils import parametrize
 
 from .audio import SAMPLE_RATE, AudioError, AudioSource, load_audio, resample, window_starts
 from .model import AsitClassifierOutput, AsitForAudioClassification, load_model
+from .runtime import TORCH_DTYPES, resolve_precision
 
 #: Audio longer than this is refused by predict (seconds): a 10-minute clip is 239 windows of 5 s.
 DEFAULT_MAX_SECONDS = 600.0
@@ -61,7 +63,7 @@ class Prediction:
         duration_s: length of the audio.
         windows: one :class:`WindowPrediction` per window (a single entry for a clip within one window).
         source: the file name, or ``"<array>"``.
-        precision: what the backbone ran in: ``"fp32"`` or ``"bf16"`` (see :func:`resolve_precision`).
+        precision: what the backbone ran in: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
     """
 
     label: str
@@ -150,45 +152,7 @@ def _stitch_weights(
 
 # -- precision: the fast path ---------------------------------------------------------------------------------------
 
-#: What ``predict(..., precision=...)`` accepts.
-PRECISIONS = ("auto", "fp32", "bf16")
 _DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-
-
-def cpu_supports_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX tiles), detected at run time.
-
-    Without those instructions oneDNN emulates bf16 through float32 and is *slower* than float32, so ``"auto"`` must
-    not pick bf16 there. The probes are private torch functions (torch >= 2.1); if they are missing, the answer is
-    False: the safe fallback is float32.
-    """
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    for name in probes:
-        probe = getattr(torch.cpu, name, None)
-        try:
-            if probe is not None and bool(probe()):
-                return True
-        except Exception:  # a probe that breaks on an odd platform means "unknown", i.e. fall back to fp32
-            continue
-    return False
-
-
-def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """``"auto"`` → ``"bf16"`` where ``device`` has native bf16 matrix units, else ``"fp32"``; others pass through.
-
-    Raises:
-        ValueError: an unknown precision name.
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision != "auto":
-        return precision
-    device = torch.device(device)
-    if device.type == "cpu":
-        return "bf16" if cpu_supports_bf16() else "fp32"
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "fp32"
 
 
 # model -> (fingerprint of its backbone weights, bf16 copy). Weak keys: the copy goes when the model goes.
@@ -241,7 +205,8 @@ def classify_batch(
     attention_mask: torch.Tensor | None = None,
     precision: str = "fp32",
 ) -> AsitClassifierOutput:
-    """One forward pass with the backbone in ``precision`` (``"fp32"`` or ``"bf16"``, already resolved).
+    """One forward pass with the backbone in ``precision`` (``"fp32"``, ``"bf16"`` or ``"fp16"``, already resolved
+    by :func:`~asit_helpers.runtime.resolve_precision`).
 
     The pooling, head and everything after run in the model's own float32, on float32 hidden states.
 
@@ -254,11 +219,11 @@ def classify_batch(
     """
     if precision == "fp32" or model.dtype != torch.float32:
         return model(input_values, attention_mask=attention_mask)
-    if precision != "bf16":
-        raise ValueError(f"classify_batch takes a resolved precision ('fp32' or 'bf16'), got {precision!r}")
-    # on GPUs plain autocast: weight re-casts are cheap there; on CPUs autocast over the pre-cast copy
-    runner = bf16_copy(model) if model.device.type == "cpu" else model
-    with torch.autocast(model.device.type, dtype=torch.bfloat16):
+    if precision not in ("bf16", "fp16"):
+        raise ValueError(f"classify_batch takes a resolved precision ('fp32', 'bf16' or 'fp16'), got {precision!r}")
+    # on GPUs plain autocast: weight re-casts are cheap there; on CPUs autocast over the pre-cast bf16 copy
+    runner = bf16_copy(model) if model.device.type == "cpu" and precision == "bf16" else model
+    with torch.autocast(model.device.type, dtype=TORCH_DTYPES[precision]):
         hidden, frame_mask = runner.encode(input_values, attention_mask)
     return model.classify_hidden(hidden.float(), frame_mask)
 
@@ -286,8 +251,8 @@ def predict(
         hop_s: step between windows for long audio (default: half the window).
         batch_size: windows per forward pass.
         max_seconds: refuse longer audio with :class:`AudioError` (``None``: no limit).
-        precision: ``"auto"`` (bf16 backbone where the CPU/GPU has native bf16, else fp32), ``"fp32"`` (the
-            reference; ``asit predict --fp32``) or ``"bf16"``. See :func:`resolve_precision`.
+        precision: ``"auto"``, ``"fp32"`` (the reference), ``"bf16"`` or ``"fp16"``: see
+            :func:`asit_helpers.runtime.resolve_precision` (``asit predict --precision``).
         forward: replaces :func:`classify_batch` (same signature) for the forward passes; ``asit serve``'s
             micro-batching queue uses it to merge concurrent requests. Default: :func:`classify_batch`.
 
@@ -298,7 +263,7 @@ def predict(
         AudioError: unreadable, empty or too long audio (naming the source), or shorter than one frame (25 ms).
     """
     model = load_model(model) if not isinstance(model, AsitForAudioClassification) else model
-    precision = resolve_precision(precision, model.device)
+    precision = resolve_precision(precision, model.device).precision
     samples, source = _as_samples(audio, sr, max_seconds)
     if samples.size < model.config.receptive_field:
         raise AudioError(source, f"too short: {samples.size / SAMPLE_RATE * 1000:.0f} ms; need at least 25 ms")

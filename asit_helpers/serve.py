@@ -54,6 +54,7 @@ from . import __version__
 from .audio import AudioError
 from .inference import classify_batch, predict
 from .model import AsitClassifierOutput, AsitForAudioClassification, load_model
+from .runtime import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +265,7 @@ def create_app(
     batching: str = "auto",
     top_k: int = 5,
     device: str | None = None,
+    precision: str = "auto",
 ) -> Flask:
     """Build the Flask app around one loaded model.
 
@@ -277,8 +279,11 @@ def create_app(
             docstring).
         top_k: default number of ranked classes (a request may ask for another with ``?top_k=``).
         device: where to run the model (default: CPU, or where the given model already is).
+        precision: the backbone's precision for every request (``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"``),
+            resolved once by :func:`asit_helpers.runtime.resolve_precision`; ``/health`` says what it chose and why.
     """
     model = load_model(checkpoint_dir_or_model, device=device)
+    choice = resolve_precision(precision, model.device)
     predictor = make_predictor(model, batching)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     default_top_k = max(1, min(top_k, len(labels)))  # a 3-class model can't rank 5
@@ -293,6 +298,7 @@ def create_app(
     app.request_class = _InMemoryRequest
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
     app.config["ASIT_PREDICTOR"] = predictor
+    app.config["ASIT_PRECISION"] = choice
     app.json.sort_keys = False
 
     @app.errorhandler(HTTPException)
@@ -337,6 +343,8 @@ def create_app(
             "status": "ok",
             "model": model_name,
             "device": str(model.device),
+            "precision": choice.precision,
+            "precision_reason": choice.reason,
             "classes": len(labels),
             "labels": labels,
             "version": __version__,
@@ -364,7 +372,7 @@ def create_app(
         source.name = name  # load_audio names the upload in its error messages
         started = time.perf_counter()
         try:
-            pred = predictor(source, top_k=int(k), max_seconds=max_seconds)
+            pred = predictor(source, top_k=int(k), max_seconds=max_seconds, precision=choice.precision)
         except AudioError as exc:
             return _error(_status_for(exc), str(exc))
         body = pred.to_dict()
@@ -393,7 +401,7 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: anyone who can reach this machine can use the API", host)
     print(f"ASiT serving {checkpoint} on http://{host}:{port}/  ({threads} threads, "
-          f"{app.config['ASIT_PREDICTOR'].mode}); Ctrl+C to stop", flush=True)
+          f"{app.config['ASIT_PREDICTOR'].mode}; {app.config['ASIT_PRECISION'].reason}); Ctrl+C to stop", flush=True)
     _stop_on_sigterm()
     limit = max_body + 64 * 1024  # room for the multipart framing around a file of exactly the limit
     # waitress answers 413 itself (plain text) when Content-Length is over the limit, without reading the body;

@@ -48,11 +48,13 @@ from torch.utils.data import DataLoader
 
 from .batches import Augment, ClipDataset, EmbeddingDataset, EmbeddingStore, EpochSampler, WaveformCollator, cache_labels
 from .evaluate import classification_metrics
-from .model import AsitForAudioClassification
+from .model import BASE_CHECKPOINT, AsitForAudioClassification
+from .runtime import PrecisionChoice, check_precision, require_hub_model, resolve_device, resolve_precision
 
 MODES = ("head", "partial", "full")
 BALANCE = ("none", "weights", "sampler")
 _STATE_PREFIX = "state-"
+_RANDOM_INIT_BACKBONES = ("tiny", "tiny-fb", "base-random")  # built from a config: no download
 
 
 @dataclass
@@ -78,8 +80,9 @@ class TrainArgs:
         early_stopping: stop after this many epochs without a better validation metric (``None``: off).
         metric: validation metric that picks the best epoch: ``"macro_f1"`` or ``"accuracy"``.
         gradient_checkpointing: recompute backbone activations in backward (less memory, ~30% slower).
-        mixed_precision: ``"auto"`` (bf16 on GPUs that have it, else fp16; none on CPU), ``"bf16"``,
-            ``"fp16"`` or ``"no"``.
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``, decided by
+            :func:`asit_helpers.runtime.resolve_precision` (auto: bf16 on GPUs with native bf16, fp16 with its
+            gradient scaler on T4/V100, fp32 on CPUs); the choice and its reason go into ``training_args.json``.
         save_every: optimiser steps between resume states (also saved at every epoch end).
         seed: seeds the model's initialisation, data order, augmentation and dropout.
         num_workers: DataLoader worker processes (0: load in the main process).
@@ -106,7 +109,7 @@ class TrainArgs:
     early_stopping: int | None = None
     metric: str = "macro_f1"
     gradient_checkpointing: bool = False
-    mixed_precision: str = "auto"
+    precision: str = "auto"
     save_every: int = 50
     seed: int = 0
     num_workers: int = 0
@@ -124,8 +127,7 @@ class TrainArgs:
             raise ValueError(f"balance must be one of {BALANCE}, got {self.balance!r}")
         if self.metric not in ("macro_f1", "accuracy"):
             raise ValueError(f"metric must be 'macro_f1' or 'accuracy', got {self.metric!r}")
-        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
-            raise ValueError(f"mixed_precision must be auto/no/bf16/fp16, got {self.mixed_precision!r}")
+        check_precision(self.precision)
         if self.fast and self.mode != "head":
             raise ValueError("the cached-embedding fast path needs mode='head' (a frozen backbone)")
         for name in ("epochs", "batch_size", "grad_accum", "save_every"):
@@ -256,6 +258,8 @@ def _open_cache(cache):
 
 def _build_model(args: TrainArgs, labels: list[str], model) -> AsitForAudioClassification:
     if model is None:
+        if args.preset not in _RANDOM_INIT_BACKBONES:
+            require_hub_model(BASE_CHECKPOINT if args.preset == "base" else args.preset)  # fail in seconds, clearly
         torch.manual_seed(args.seed)  # the head's initialisation is part of the run
         return AsitForAudioClassification.from_backbone(
             args.preset, labels=labels, pooling=args.pooling, **args.model_kwargs
@@ -296,14 +300,6 @@ def _class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
     w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max((counts > 0).sum(), 1), 0.0)
     return torch.tensor(w, dtype=torch.float32)
-
-
-def _resolve_precision(args: TrainArgs, cpu: bool) -> str:
-    if args.mixed_precision != "auto":
-        return "no" if cpu else args.mixed_precision
-    if cpu:
-        return "no"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
 # ---- the entry point ----------------------------------------------------------------------------------------
@@ -364,14 +360,17 @@ def train(
     if len(val_idx) == 0:
         warnings.warn("the cache has no 'val' split: the last epoch is kept and no validation metrics are reported")
 
-    cpu = device == "cpu" or (device is None and not torch.cuda.is_available())
+    target = resolve_device(device)
+    precision = resolve_precision(args.precision, target, training=True)
     accelerator = Accelerator(
-        cpu=cpu,
-        mixed_precision=_resolve_precision(args, cpu),
+        cpu=target.type == "cpu",
+        mixed_precision=precision.mixed_precision,
         gradient_accumulation_steps=args.grad_accum,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
     )
     main = accelerator.is_main_process
+    if main and progress:
+        print(f"device and precision: {precision.reason}")
 
     # -- what to do with an existing directory -------------------------------------------------------------
     metrics_path = out / "metrics.json"
@@ -494,7 +493,7 @@ def train(
         shutil.rmtree(tmp, ignore_errors=True)
         with _no_transformers_bars():  # one "Writing model shards" bar per better epoch would bury the log
             unwrapped.save_pretrained(tmp, safe_serialization=True)
-        (tmp / "training_args.json").write_text(json.dumps(args.to_dict(), indent=1))
+        (tmp / "training_args.json").write_text(json.dumps(_args_record(args, precision), indent=1))
         summary = _metrics_summary(args, history, best_epoch, metrics, global_step, completed=False)
         (tmp / "metrics.json").write_text(json.dumps(summary, indent=1, default=_json_default))
         # one os.replace per file, metrics.json last: a kill in between is repaired by the resumed run, which
@@ -602,6 +601,12 @@ def train(
         best = AsitForAudioClassification.from_pretrained(str(out)).eval()
     accelerator.free_memory()
     return TrainResult(best, history, best_epoch, best_metrics, out, time.perf_counter() - started, resumed_from)
+
+
+def _args_record(args: TrainArgs, precision: PrecisionChoice) -> dict:
+    """``training_args.json``: the settings, plus the precision the run used on this device and why."""
+    return {**args.to_dict(), "precision_used": precision.precision, "precision_reason": precision.reason,
+            "device_name": precision.device_name}
 
 
 def _loss(logits, labels, weights, smoothing):

@@ -91,12 +91,25 @@ def test_mean_pooling_scores_exactly_chance(train_cache, models):
 def test_evaluate_agrees_with_predict(train_cache, models):
     """The batch forward over the cache gives what predict gives for the same clip (one window)."""
     model = models["attention"]
-    report = evaluate(model, train_cache, split="val", progress=False)
+    report = evaluate(model, train_cache, split="val", progress=False, precision="fp32")
+    assert report.precision == "fp32" and report.to_dict()["precision"] == "fp32"
     for row in report.clips.itertuples():
         clip = train_cache.audio(row.index)[: train_cache.lengths[row.index]]
-        pred = predict(model, clip, top_k=1, precision="fp32")  # evaluate runs the fp32 reference
+        pred = predict(model, clip, top_k=1, precision="fp32")
         assert pred.label == row.predicted
         assert pred.score == pytest.approx(row.score, abs=1e-4)
+
+
+def test_evaluate_runs_the_precision_predict_runs(train_cache, models):
+    """By default evaluate measures the numeric path users get: predict's auto precision, recorded in the report."""
+    model = models["attention"]
+    report = evaluate(model, train_cache, split="val", progress=False)
+    row = report.clips.iloc[0]
+    clip = train_cache.audio(int(row["index"]))[: train_cache.lengths[int(row["index"])]]
+    pred = predict(model, clip, top_k=len(report.labels))
+    assert report.precision == pred.precision and report.precision_reason
+    assert report.to_dict()["precision"] == pred.precision
+    assert dict(pred.top_k)[row["predicted"]] == pytest.approx(row["score"], abs=0.02)
 
 
 def test_evaluate_refuses_other_labels(train_cache, tiny_checkpoint):

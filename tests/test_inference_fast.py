@@ -1,4 +1,4 @@
-"""The fast inference path (issue 7): bf16 where the hardware has it, a clean fp32 fallback, and the --fp32 flag."""
+"""The fast inference path (issue 7): bf16 where the hardware has it, a clean fp32 fallback, and --precision."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from asit_helpers import inference, load_model, predict
-from asit_helpers.inference import bf16_copy, classify_batch, cpu_supports_bf16, resolve_precision
+from asit_helpers import inference, load_model, predict, runtime
+from asit_helpers.inference import bf16_copy, classify_batch
+from asit_helpers.runtime import cpu_supports_bf16, resolve_precision
 from conftest import tone
 
 
@@ -56,16 +57,16 @@ def test_classify_batch_bf16_logits_close(model):
 
 def test_auto_follows_the_detector(model, monkeypatch):
     """'auto' is bf16 exactly when the CPU reports native bf16; without it, a clean fallback to fp32."""
-    monkeypatch.setattr(inference, "cpu_supports_bf16", lambda: False)
-    assert resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: False)
+    assert resolve_precision("auto", "cpu").precision == "fp32"
     built = []
     monkeypatch.setattr(inference, "bf16_copy", lambda m: built.append(m) or pytest.fail("bf16 copy made"))
     pred = predict(model, tone(seconds=2.0))
     assert pred.precision == "fp32" and not built and pred.to_dict()["precision"] == "fp32"
 
     monkeypatch.undo()
-    monkeypatch.setattr(inference, "cpu_supports_bf16", lambda: True)
-    assert resolve_precision("auto", "cpu") == "bf16"
+    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: True)
+    assert resolve_precision("auto", "cpu").precision == "bf16"
     assert predict(model, tone(seconds=2.0)).precision == "bf16"
     assert predict(model, tone(seconds=2.0), precision="fp32").precision == "fp32"  # explicit fp32 wins
 
@@ -112,7 +113,7 @@ def test_bf16_copy_is_cached_and_follows_weight_changes(tiny_checkpoint):
 
 
 @pytest.mark.slow  # two CLI subprocesses (torch + transformers imports each)
-def test_cli_fp32_flag(tiny_checkpoint, wav_file):
+def test_cli_precision_flag(tiny_checkpoint, wav_file):
     def run(*extra):
         out = subprocess.run(
             [sys.executable, "-m", "asit_helpers.cli", "predict", str(tiny_checkpoint), str(wav_file), "--json",
@@ -122,8 +123,9 @@ def test_cli_fp32_flag(tiny_checkpoint, wav_file):
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
 
-    forced = run("--fp32")
+    forced = run("--precision", "fp32")
     assert forced["precision"] == "fp32"
+    assert run("--fp32")["precision"] == "fp32"  # the deprecated flag still works
     default = run()
     assert default["precision"] == ("bf16" if cpu_supports_bf16() else "fp32")
     assert default["label"] == forced["label"]

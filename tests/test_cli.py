@@ -1,0 +1,65 @@
+"""Expected failures of every subcommand end in a short explanation (asit_helpers.messages), never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from asit_helpers import messages
+from asit_helpers.cli import main
+
+
+def run(capsys, *argv) -> tuple[int, str]:
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_train_without_the_hub_says_what_to_do(train_cache, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    code, text = run(capsys, "train", train_cache.folder, "--out", tmp_path / "k", "--preset", "base")
+    assert code == 2
+    assert "Traceback" not in text
+    assert "facebook/wav2vec2-base" in text and "HF_HUB_OFFLINE=1" in text
+    assert f"--preset {messages.OFFLINE_PRESET}" in text and "hf download facebook/wav2vec2-base" in text
+    assert not (tmp_path / "k" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate", "serve"])
+def test_not_a_checkpoint(command, train_cache, tmp_path, capsys, wav_file):
+    extra = {"predict": [wav_file], "evaluate": [train_cache.folder], "serve": []}[command]
+    code, text = run(capsys, command, tmp_path / "nope", *extra)
+    assert code == 2 and "does not exist" in text and "asit train" in text
+    code, text = run(capsys, command, train_cache.folder, *extra)  # a cache is not a checkpoint
+    assert code == 2 and "not a checkpoint directory" in text
+
+
+def test_missing_cache(tiny_checkpoint, tmp_path, capsys):
+    for argv in (["train", tmp_path / "no-cache", "--out", tmp_path / "k"], ["evaluate", tiny_checkpoint, tmp_path]):
+        code, text = run(capsys, *argv)
+        assert code == 2 and "asit preprocess" in text and "Traceback" not in text
+
+
+def test_bad_class_map(tmp_path, capsys):
+    from asit_helpers.synth import make_soundscapes
+
+    make_soundscapes(tmp_path / "d", clips_per_class=1, classes=["dog", "siren"], seconds=1.0, progress=False)
+    bad = tmp_path / "map.yaml"
+    bad.write_text("keep: [dog\n")
+    code, text = run(capsys, "preprocess", tmp_path / "d", "--out", tmp_path / "c", "--classes", bad)
+    assert code == 2 and "class map" in text and "keep / merge / rename" in text
+
+
+def test_explain_recognises_hub_failures_and_leaves_bugs_alone(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    cause = ConnectionError("[Errno -2] Name or service not known")
+    try:
+        try:
+            raise cause
+        except ConnectionError as inner:
+            raise OSError("We couldn't connect to 'https://huggingface.co' to load the files") from inner
+    except OSError as exc:
+        text = messages.explain(exc, model_id="facebook/wav2vec2-base")
+    assert "could not be reached" in text and "hf download facebook/wav2vec2-base" in text
+    assert messages.explain(KeyError("a bug")) is None
+    assert messages.explain(ValueError("bad input")) == "error: bad input"
