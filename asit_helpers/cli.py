@@ -105,7 +105,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     report = evaluate(_checkpoint(args.checkpoint), _cache(args.cache), split=None if args.split == "all" else args.split,
                       batch_size=args.batch_size, device=args.device, progress=not args.json,
-                      precision=args.precision)
+                      precision=args.precision,
+                      faithfulness=args.faithfulness or args.faithfulness_figure is not None)
+    if report.faithfulness is not None and args.faithfulness_figure is not None:
+        from .viz import save_figure
+
+        save_figure(report.faithfulness.plot(), args.faithfulness_figure)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
         return 0
@@ -117,6 +122,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if report.low_snr_accuracy is not None:
         print(f"accuracy at the lowest SNR level ({report.by_snr.iloc[0]['snr_db']} dB): {report.low_snr_accuracy:.4f}")
     print(report.per_class.round(3).to_string())
+    if report.faithfulness is not None:
+        print(f"faithfulness (deletion AUC: lower is more faithful; insertion AUC: higher is; removed audio → "
+              f"{report.faithfulness.replacement}):\n{report.faithfulness.table().round(4).to_string()}")
     return 0
 
 
@@ -287,6 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     _add_precision(p)
+    p.add_argument("--faithfulness", action="store_true",
+                   help="also run deletion/insertion tests of attention vs random, energy, gradient x input and "
+                        "occlusion (slow: ~40 forward passes per clip and saliency)")
+    p.add_argument("--faithfulness-figure", type=Path, default=None, metavar="PNG",
+                   help="save the deletion/insertion curves here (implies --faithfulness)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("synth", help="generate the synthetic soundscape dataset (22 classes, true event times)")

@@ -121,6 +121,7 @@ class EvalReport:
     pooling: str = ""
     precision: str = "fp32"
     precision_reason: str = ""
+    faithfulness: Any = field(default=None, repr=False)  # explain.FaithfulnessReport, with faithfulness=True
 
     @property
     def misclassified(self) -> pd.DataFrame:
@@ -169,6 +170,10 @@ class EvalReport:
         if self.by_snr is not None:
             out["accuracy_by_snr"] = [{k: clean(v) for k, v in r.items()} for r in self.by_snr.to_dict("records")]
             out["low_snr_accuracy"] = clean(self.low_snr_accuracy)
+        if self.faithfulness is not None:
+            details = self.faithfulness.to_dict()
+            out["faithfulness"] = details.pop("summary")  # {saliency: {deletion_auc, insertion_auc}}
+            out["faithfulness_details"] = details  # per class, mean curves, clips tested, replacement
         return out
 
 
@@ -239,6 +244,7 @@ def evaluate(
     embeddings: EmbeddingStore | None = None,
     progress: bool = True,
     precision: str = "auto",
+    faithfulness: bool = False,
 ) -> EvalReport:
     """Evaluate a model on one split of a cache.
 
@@ -251,6 +257,9 @@ def evaluate(
         embeddings: cached backbone outputs for this model (skips the backbone).
         precision: the backbone's precision, resolved as ``predict`` resolves it (``"auto"``, ``"fp32"``,
             ``"bf16"``, ``"fp16"``; see :func:`asit_helpers.runtime.resolve_precision`).
+        faithfulness: also run the deletion/insertion tests of :mod:`asit_helpers.explain` on the split
+            (``report.faithfulness``; ``report.faithfulness.plot()`` draws the curves). Costs ~40 forward passes
+            per clip and saliency.
 
     Returns:
         an :class:`EvalReport`.
@@ -316,6 +325,14 @@ def evaluate(
         if isinstance(by_snr["snr_db"].dtype, pd.CategoricalDtype):
             by_snr["snr_db"] = by_snr["snr_db"].astype(str)  # "(3.1, 8.12]": JSON-ready, order kept
 
+    faith = None
+    if faithfulness:
+        from tqdm.auto import tqdm
+
+        from .explain import faithfulness_on_cache
+
+        faith = faithfulness_on_cache(model, cache, indices, batch_size=batch_size,
+                                      progress=lambda names: tqdm(names, desc="faithfulness", disable=not progress))
     return EvalReport(
         split=str(split),
         labels=labels,
@@ -332,6 +349,7 @@ def evaluate(
         pooling=model.config.pooling,
         precision=choice.precision if embeddings is None else "fp32",
         precision_reason=choice.reason if embeddings is None else "cached embeddings: pooling and head in fp32",
+        faithfulness=faith,
     )
 
 

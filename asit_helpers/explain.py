@@ -356,7 +356,7 @@ class FaithfulnessReport:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the summary, per class, the mean curves and how the test was run."""
         return {
-            **self.summary(),
+            "summary": self.summary(),
             "per_class": self.per_class(),
             "curves": {
                 "fractions": np.round(self.fractions, 6).tolist(),

@@ -150,7 +150,7 @@ def test_clips_with_no_real_frame_are_reported_not_tested():
         assert np.isnan(r.deletion[name][1:]).all() and np.isnan(r.insertion[name][1:]).all()
     d = r.to_dict()
     json.dumps(d)  # JSON-ready: no NaN leaks as a float
-    assert d["n"] == 1 and d["skipped"] == 2 and d["attention"]["deletion_auc"] is not None
+    assert d["n"] == 1 and d["skipped"] == 2 and d["summary"]["attention"]["deletion_auc"] is not None
     # only empty clips: a report with nothing in it, not a crash
     empty = faithfulness(model, [np.zeros(10, np.float32)], [0], steps=4, saliencies=("attention", "random"))
     assert empty.skipped == [0] and empty.summary()["attention"]["deletion_auc"] is None
@@ -234,3 +234,26 @@ def test_two_event_report(tmp_path):
         two_event_report(single, tmp_path / "one")
     with pytest.raises(FileNotFoundError, match="no events table"):
         two_event_report(single, tmp_path / "nowhere")
+
+
+def test_evaluate_and_cli_faithfulness(train_cache, tmp_path, capsys):
+    """`asit evaluate CK CACHE --json --faithfulness` adds {saliency: {deletion_auc, insertion_auc}} over the split,
+    per class in the details, and --faithfulness-figure saves the curves."""
+    from asit_helpers.cli import main
+
+    torch.manual_seed(0)
+    ck = tmp_path / "ck"
+    AsitForAudioClassification.from_backbone("tiny-fb", labels=train_cache.labels).save_pretrained(ck)
+    png = tmp_path / "faith.png"
+    assert main(["evaluate", str(ck), str(train_cache.folder), "--json", "--faithfulness",
+                 "--faithfulness-figure", str(png)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["faithfulness"]) == set(SALIENCIES)
+    for scores in out["faithfulness"].values():
+        assert set(scores) == {"deletion_auc", "insertion_auc"}
+        assert 0.0 <= scores["deletion_auc"] <= 1.0 and 0.0 <= scores["insertion_auc"] <= 1.0
+    details = out["faithfulness_details"]
+    assert details["n"] == len(train_cache.indices("test")) and details["replacement"] == "background"
+    test_labels = set(train_cache.manifest["label"].iloc[train_cache.indices("test")])
+    assert set(details["per_class"]) == test_labels
+    assert len(details["curves"]["fractions"]) == 21 and png.stat().st_size > 10_000
