@@ -289,7 +289,8 @@ def test_compose_runs_two_replicas_behind_one_port(image, checkpoint, clip, tmp_
     port = ci.free_port()
     env = dict(os.environ, CONTAINERS_CONF=str(conf), ASIT_IMAGE=image, ASIT_LB_IMAGE=lb_image,
                ASIT_CHECKPOINT=str(checkpoint), ASIT_PORT=str(port), ASIT_MAX_UPLOAD_MB=str(MAX_UPLOAD_MB))
-    compose = ["podman-compose", "-p", f"asit-test-{os.getpid()}", "-f", str(ROOT / "compose.yaml")]
+    project = f"asit-test-{os.getpid()}"
+    compose = ["podman-compose", "-p", project, "-f", str(ROOT / "compose.yaml")]
     try:
         up = subprocess.run([*compose, "up", "-d"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert up.returncode == 0, up.stdout + up.stderr
@@ -305,4 +306,5 @@ def test_compose_runs_two_replicas_behind_one_port(image, checkpoint, clip, tmp_
         print(f"\ncompose: 2 replicas behind 127.0.0.1:{port}: {sorted(replicas)}")
     finally:
         down = subprocess.run([*compose, "down"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        ci.podman("network", "rm", "--force", f"{project}_default", check=False)  # `down` leaves it behind
         assert down.returncode == 0, down.stdout + down.stderr
