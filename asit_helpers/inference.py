@@ -9,17 +9,16 @@ the mean over windows, and the windows' attention curves are stitched into one c
 
 Precision: ``precision="auto"`` (the default) asks :func:`asit_helpers.runtime.resolve_precision`, the one resolver
 training, evaluation and serving share: bf16 where the hardware has native bf16 matrix instructions, fp16 on GPUs
-that only have fp16 tensor cores (T4, V100), float32 elsewhere. On a CPU bf16 runs through a cached copy whose
-matrix and conv weights are bf16, under autocast (norms and the residual stream in float32); on a GPU through
-autocast. The pooling, the head and the softmax always run in float32, so the attention curve and the
-probabilities keep full precision. ``precision="fp32"`` (``asit predict --precision fp32``) forces the float32
-reference. ``bench/latency.py`` measures the speed-up and the top-1 agreement with float32 that justify this
-default.
+that only have fp16 tensor cores (T4, V100), float32 elsewhere. On a CPU bf16 runs through a cached copy
+(:mod:`asit_helpers.fast_inference`: bf16 weights, the conv front end and the positional conv as matrix products),
+under autocast (norms and the residual stream in float32); on a GPU through autocast. The pooling, the head and the
+softmax always run in float32, so the attention curve and the probabilities keep full precision.
+``precision="fp32"`` (``asit predict --precision fp32``) forces the float32 reference. ``bench/latency.py`` measures
+the speed-up and the top-1 agreement with float32 that justify this default.
 """
 
 from __future__ import annotations
 
-import copy
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -28,10 +27,9 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch import nn
-from torch.nn.utils import parametrize
 
 from .audio import SAMPLE_RATE, AudioError, AudioSource, load_audio, resample, window_starts
+from .fast_inference import build_fast_copy
 from .model import AsitClassifierOutput, AsitForAudioClassification, load_model
 from .runtime import TORCH_DTYPES, resolve_precision
 
@@ -167,34 +165,23 @@ def _weights_fingerprint(model: AsitForAudioClassification) -> tuple:
     return tuple((p.data_ptr(), p._version) for p in model.backbone.parameters())
 
 
-#: Modules whose weights the CPU fast path stores in bf16: the matrix products and convolutions (~all the FLOPs).
-_BF16_MODULES = (nn.Linear, nn.Conv1d)
-
-
 def bf16_copy(model: AsitForAudioClassification) -> AsitForAudioClassification:
-    """A cached copy of ``model`` (eval mode) with its linear and conv weights in bf16, for the CPU fast path;
-    rebuilt when the weights change. Norm layers keep float32 weights.
+    """The CPU fast path's cached copy of ``model`` (eval mode), rebuilt when the weights change.
 
-    Run under ``torch.autocast("cpu", torch.bfloat16)`` (as :func:`classify_batch` does): the matrix products take
-    the bf16 weights as they are, while normalisation runs in float32 and the residual stream stays float32 (a bf16
-    product added to a float32 residual promotes to float32). That keeps autocast's accuracy (a fully bf16 copy
-    flipped more top-1 decisions in ``bench/latency.py``) without autocast's cost of re-casting every weight on
-    every call. It costs 2 bytes per matrix/conv parameter (~190 MB for wav2vec2-base).
+    Built by :func:`asit_helpers.fast_inference.build_fast_copy`: bf16 weights for the linear layers, the
+    convolutional front end and the positional conv (its weight norm folded) rearranged as matrix products, the
+    norms in float32. Run under ``torch.autocast("cpu", torch.bfloat16)`` (as :func:`classify_batch` does): the
+    residual stream stays float32 (a bf16 product added to a float32 residual promotes), and no weight is re-cast
+    per call. It costs 2 bytes per matrix/conv parameter (~190 MB for wav2vec2-base).
     """
     key = _weights_fingerprint(model)
     with _BF16_LOCK:
         cached = _BF16_COPIES.get(model)
         if cached is not None and cached[0] == key:
             return cached[1]
-        # Built outside inference mode: a copy made inside predict's inference_mode would hold inference tensors,
-        # which some later uses (no_grad code, dispatch modes such as FlopCounterMode) cannot handle.
-        with torch.inference_mode(False), torch.no_grad():
-            fast = copy.deepcopy(model).eval().requires_grad_(False)
-            for module in fast.modules():
-                # a weight-normed conv (wav2vec2's positional conv) keeps fp32 parameters: its weight is computed
-                # from them on every call, and autocast rounds the result as it would any fp32 weight
-                if isinstance(module, _BF16_MODULES) and not parametrize.is_parametrized(module):
-                    module.to(torch.bfloat16)
+        # built outside inference mode: a copy made inside predict's inference_mode would hold inference tensors,
+        # which some later uses (no_grad code, dispatch modes such as FlopCounterMode) cannot handle
+        fast = build_fast_copy(model)
         _BF16_COPIES[model] = (key, fast)
         return fast
 

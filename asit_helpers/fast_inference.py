@@ -1,0 +1,166 @@
+"""The CPU fast inference copy: the same network, rearranged so a CPU with native bf16 runs it near its FLOP rate.
+
+:func:`asit_helpers.inference.bf16_copy` builds (and caches) this copy of a model; ``predict`` runs it under
+``torch.autocast("cpu", torch.bfloat16)``. Nothing here changes what the model computes, only how:
+
+* **The convolutional front end as matrix products, channels last.** wav2vec2's seven strided convolutions
+  (``kernel k``, ``stride s``) are ``(frames, k·C_in) @ (k·C_in, C_out)`` products on a time-major copy of the
+  activations; oneDNN's direct bf16 convolutions are several times slower here, the first one (a single input
+  channel) most of all. The first layer (10 taps of one channel: few FLOPs, all precision) and the norms run in
+  float32; the wide layers multiply in bf16, as autocast would.
+* **The positional convolution's weight norm folded** into one plain bf16 weight (it is recomputed from ``g`` and
+  ``v`` on every call otherwise), and the grouped convolution run as one batched matrix product.
+* **bf16 weights for every linear layer**, cast once (autocast would re-cast them on every call).
+
+The pooling, the head and the softmax stay in the caller's float32 model. Frame counts and masks are the
+backbone's own arithmetic (the copy keeps its config), so a Prediction's frame grid does not change.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+
+class MatmulConvLayer(nn.Module):
+    """One wav2vec2 conv layer (conv → optional group/layer norm → activation) on time-major activations.
+
+    Input `(B, T_in, C_in)`, output `(B, T_out, C_out)`, ``T_out = (T_in - k) // s + 1`` (no padding, as in the
+    feature encoder). Multiplies in ``dtype`` (the first layer, one input channel and 10 taps, in float32).
+    """
+
+    def __init__(self, layer: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        conv: nn.Conv1d = layer.conv
+        if conv.groups != 1 or conv.padding not in ((0,), 0) or conv.dilation not in ((1,), 1):
+            raise ValueError("only ungrouped, unpadded, undilated convolutions are rearranged")
+        self.kernel, self.stride = int(conv.kernel_size[0]), int(conv.stride[0])
+        # (C_out, C_in, k) -> (k·C_in, C_out), rows in the order of a window of k time-major frames
+        weight = conv.weight.detach().permute(2, 1, 0).reshape(-1, conv.out_channels)
+        self.register_buffer("weight", weight.to(dtype).contiguous())
+        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().to(dtype).clone())
+        norm = getattr(layer, "layer_norm", None)
+        self.norm_kind = None if norm is None else ("group" if isinstance(norm, nn.GroupNorm) else "layer")
+        if self.norm_kind == "group" and norm.num_groups != norm.num_channels:
+            raise ValueError("only per-channel group norm (wav2vec2's) is rearranged")
+        self.norm = copy.deepcopy(norm).float() if norm is not None else None
+        self.activation = layer.activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, frames, channels = x.shape
+        t_out = (frames - self.kernel) // self.stride + 1
+        # each output frame reads k consecutive time-major frames: one contiguous run of k·C values
+        windows = x.as_strided((batch, t_out, self.kernel * channels),
+                               (x.stride(0), self.stride * channels, 1))
+        out = torch.matmul(windows.to(self.weight.dtype), self.weight)
+        if self.bias is not None:
+            out = out + self.bias
+        if self.norm_kind == "group":  # per channel over time; float32 statistics
+            out = out.float()
+            mean = out.mean(dim=1, keepdim=True)
+            var = out.var(dim=1, unbiased=False, keepdim=True)
+            out = (out - mean) * torch.rsqrt(var + self.norm.eps) * self.norm.weight + self.norm.bias
+        elif self.norm_kind == "layer":
+            out = nn.functional.layer_norm(out.float(), self.norm.normalized_shape, self.norm.weight,
+                                           self.norm.bias, self.norm.eps)
+        return self.activation(out)
+
+
+class MatmulFeatureEncoder(nn.Module):
+    """wav2vec2's feature encoder as :class:`MatmulConvLayer` s. `(B, S)` → `(B, C, T)`, like the original (a
+    transposed view of a time-major tensor, which the backbone transposes straight back)."""
+
+    def __init__(self, encoder: nn.Module, dtype: torch.dtype = torch.bfloat16):
+        super().__init__()
+        self.conv_layers = nn.ModuleList(
+            MatmulConvLayer(layer, torch.float32 if i == 0 else dtype) for i, layer in enumerate(encoder.conv_layers)
+        )
+
+    def forward(self, input_values: torch.Tensor) -> torch.Tensor:
+        hidden = input_values.float()[:, :, None].contiguous()  # (B, S, 1): time-major, one channel
+        with torch.autocast(hidden.device.type, enabled=False):  # each layer picks its own precision
+            for layer in self.conv_layers:
+                hidden = layer(hidden).contiguous()
+        return hidden.transpose(1, 2)
+
+
+class MatmulPositionalConv(nn.Module):
+    """wav2vec2's positional convolution (grouped, ``same`` padding, weight norm) with the weight norm folded into
+    one bf16 weight, as a batched matrix product over the groups. `(B, T, D)` → `(B, T, D)`."""
+
+    def __init__(self, pos_conv: nn.Module, dtype: torch.dtype = torch.bfloat16):
+        super().__init__()
+        conv = pos_conv.conv
+        if hasattr(conv, "weight_g"):  # the old-style torch.nn.utils.weight_norm hook
+            folded = torch._weight_norm(conv.weight_v, conv.weight_g, 2)
+        else:  # a parametrization computes the weight from g and v on access: read it once
+            folded = conv.weight
+        self.groups, self.kernel = int(conv.groups), int(conv.kernel_size[0])
+        self.padding = int(conv.padding[0])
+        self.remove = int(getattr(pos_conv.padding, "num_pad_remove", 0))
+        out_ch, in_per_group, k = folded.shape
+        self.out_per_group = out_ch // self.groups
+        # (G·O, I, k) -> (G, k·I, O): rows in the order of a window of k time-major frames of one group
+        weight = folded.detach().reshape(self.groups, self.out_per_group, in_per_group, k)
+        weight = weight.permute(0, 3, 2, 1).reshape(self.groups, k * in_per_group, self.out_per_group)
+        self.register_buffer("weight", weight.to(dtype).contiguous())
+        self.register_buffer("bias", conv.bias.detach().to(dtype).clone())
+        self.activation = pos_conv.activation
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(hidden.device.type, enabled=False):
+            return self._forward(hidden)
+
+    def _forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        batch, frames, dim = hidden.shape
+        per_group = dim // self.groups
+        x = nn.functional.pad(hidden.to(self.weight.dtype), (0, 0, self.padding, self.padding))
+        t_out = frames + 2 * self.padding - self.kernel + 1
+        # (B, t_out, k, G, I) windows → (B, G, t_out, k·I): one copy, then one batched product per clip
+        windows = x.as_strided((batch, t_out, self.kernel, self.groups, per_group),
+                               (x.stride(0), dim, dim, per_group, 1))
+        windows = windows.permute(0, 3, 1, 2, 4).reshape(batch * self.groups, t_out, self.kernel * per_group)
+        weight = self.weight.repeat(batch, 1, 1) if batch > 1 else self.weight
+        out = torch.bmm(windows, weight).reshape(batch, self.groups, t_out, self.out_per_group)
+        out = out.permute(0, 2, 1, 3).reshape(batch, t_out, dim) + self.bias
+        if self.remove:
+            out = out[:, : t_out - self.remove]
+        return self.activation(out)
+
+
+def _rearrange(backbone: nn.Module, dtype: torch.dtype) -> None:
+    """Swap the front end and the positional conv of a wav2vec2-family backbone for the matmul versions, in place;
+    a part that does not have the expected shape is left as it is."""
+    front = getattr(backbone, "feature_extractor", None)
+    if front is not None and hasattr(front, "conv_layers"):
+        try:
+            backbone.feature_extractor = MatmulFeatureEncoder(front, dtype)
+        except (ValueError, AttributeError):
+            pass
+    encoder = getattr(backbone, "encoder", None)
+    pos = getattr(encoder, "pos_conv_embed", None)
+    if pos is not None and hasattr(pos, "conv") and isinstance(pos.conv, nn.Conv1d):
+        try:
+            encoder.pos_conv_embed = MatmulPositionalConv(pos, dtype)
+        except (ValueError, AttributeError):
+            pass
+
+
+def build_fast_copy(model: nn.Module, rearrange: bool = True, dtype: torch.dtype = torch.bfloat16) -> nn.Module:
+    """A copy of ``model`` in eval mode, frozen, with ``dtype`` linear weights and (``rearrange``) the conv front
+    end and positional conv as matrix products. Run its ``encode`` under ``torch.autocast("cpu", dtype)``.
+
+    ``rearrange=False`` is the previous fast path (bf16 weights only; the weight-normed positional conv keeps its
+    float32 parameters), kept for ``bench/latency.py``; ``dtype=torch.float32`` checks the rearrangement alone.
+    """
+    with torch.inference_mode(False), torch.no_grad():
+        fast = copy.deepcopy(model).eval().requires_grad_(False)
+        if rearrange:
+            _rearrange(fast.backbone, dtype)
+        for module in fast.backbone.modules():
+            if isinstance(module, (nn.Linear, nn.Conv1d)) and not parametrize.is_parametrized(module):
+                module.to(dtype)
+    return fast

@@ -1,0 +1,97 @@
+"""The CPU fast inference copy (issue 13): rearranged front end and positional conv compute what the originals do.
+
+Exactness is checked in float32 (the rearrangement alone, tight tolerance), then in bf16 (within bf16 rounding).
+No timing here: speed is measured by ``bench/latency.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import Wav2Vec2Config
+
+from asit_helpers import AsitForAudioClassification
+from asit_helpers.fast_inference import MatmulFeatureEncoder, MatmulPositionalConv, build_fast_copy
+from asit_helpers.inference import bf16_copy, classify_batch
+from asit_helpers.model import TINY_BACKBONE, TINY_FB_BACKBONE
+
+#: wav2vec2-base's layout (group norm on the first conv only, post-norm encoder, even positional kernel), narrow
+GROUP_NORM_BACKBONE = dict(TINY_BACKBONE, feat_extract_norm="group", do_stable_layer_norm=False)
+#: an odd positional kernel (no frame removed after the "same" padding)
+ODD_KERNEL_BACKBONE = dict(TINY_BACKBONE, num_conv_pos_embeddings=15)
+
+
+def _model(backbone: dict, seed: int = 0) -> AsitForAudioClassification:
+    torch.manual_seed(seed)
+    return AsitForAudioClassification.from_backbone(Wav2Vec2Config(**backbone), labels=["a", "b", "c"]).eval()
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+@pytest.mark.parametrize("backbone", [TINY_BACKBONE, GROUP_NORM_BACKBONE, TINY_FB_BACKBONE, ODD_KERNEL_BACKBONE],
+                         ids=["layer-norm", "group-norm", "filterbank", "odd-kernel"])
+def test_float32_rearrangement_is_exact(backbone):
+    """In float32 the matmul front end, the folded positional conv and the whole copy equal the originals."""
+    model = _model(backbone)
+    x = torch.randn(3, 16000 * 2, generator=torch.Generator().manual_seed(1))
+    copy32 = build_fast_copy(model, dtype=torch.float32)
+    assert isinstance(copy32.backbone.feature_extractor, MatmulFeatureEncoder)
+    assert isinstance(copy32.backbone.encoder.pos_conv_embed, MatmulPositionalConv)
+    with torch.inference_mode():
+        ref_front = model.backbone.feature_extractor(x)
+        front = copy32.backbone.feature_extractor(x)
+        assert front.shape == ref_front.shape
+        torch.testing.assert_close(front, ref_front, rtol=1e-4, atol=1e-4)
+        h = torch.randn(3, 37, model.config.backbone_config.hidden_size)
+        torch.testing.assert_close(copy32.backbone.encoder.pos_conv_embed(h),
+                                   model.backbone.encoder.pos_conv_embed(h), rtol=1e-4, atol=1e-4)
+        mask = torch.ones_like(x, dtype=torch.long)
+        mask[1, 20000:] = 0  # a padded clip: the masks and frame counts come from the same arithmetic
+        ref = model(x, attention_mask=mask)
+        out = copy32(x, attention_mask=mask)
+    torch.testing.assert_close(out.logits, ref.logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out.pooling_weights, ref.pooling_weights, rtol=1e-4, atol=1e-5)
+    assert torch.equal(out.frame_mask, ref.frame_mask)
+
+
+def test_building_the_copy_leaves_the_model_intact():
+    """Folding the weight norm must not strip the original's parametrization (torch shares the generated class
+    between a module and its deepcopy, so removing it from the copy would break the user's model)."""
+    model = _model(GROUP_NORM_BACKBONE)
+    x = torch.randn(1, 16000, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        before = model(x).logits.clone()
+        build_fast_copy(model)
+        after = model(x).logits
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
+    assert hasattr(model.backbone.encoder.pos_conv_embed.conv, "parametrizations")
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_bf16_copy_logits_close_to_fp32(batch):
+    """The default CPU fast path (bf16 copy under autocast) at batch 1 and 8: logits within bf16 rounding of fp32
+    and the same decisions; pooling weights still sum to one."""
+    model = _model(GROUP_NORM_BACKBONE, seed=3)
+    x = torch.randn(batch, 16000 * 5, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        ref = classify_batch(model, x, precision="fp32")
+        fast = classify_batch(model, x, precision="bf16")
+    assert isinstance(bf16_copy(model).backbone.feature_extractor, MatmulFeatureEncoder)
+    assert 0 < _rel(fast.logits, ref.logits) < 0.05
+    assert torch.equal(fast.logits.argmax(-1), ref.logits.argmax(-1))
+    torch.testing.assert_close(fast.pooling_weights.sum(-1), torch.ones(batch, 1))
+
+
+def test_unexpected_layers_are_left_alone():
+    """A front end that is not wav2vec2's (here: a padded conv) stays the original module; the copy still runs."""
+    model = _model(TINY_BACKBONE)
+    model.backbone.feature_extractor.conv_layers[1].conv.padding = (1,)
+    with pytest.raises(ValueError, match="unpadded"):
+        MatmulFeatureEncoder(model.backbone.feature_extractor)
+    fast = build_fast_copy(model, dtype=torch.float32)
+    assert not isinstance(fast.backbone.feature_extractor, MatmulFeatureEncoder)
+    x = torch.randn(1, 16000)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x).logits, model(x).logits, rtol=1e-4, atol=1e-4)
