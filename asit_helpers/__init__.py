@@ -12,6 +12,7 @@ _LAZY = {
     "AsitConfig": ".model",
     "AsitForAudioClassification": ".model",
     "load_model": ".model",
+    "serve_in_notebook": ".colab",
 }
 
 if _mp.parent_process() is None:
@@ -41,4 +42,5 @@ __all__ = [
     "AsitConfig",
     "AsitForAudioClassification",
     "load_model",
+    "serve_in_notebook",
 ]

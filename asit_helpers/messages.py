@@ -14,12 +14,17 @@ show the same text, so a student reads the same advice wherever the failure happ
 
 Failures that are bugs (anything :func:`explain` does not recognise) keep their traceback: hiding those would
 hide the information needed to fix them.
+
+In a notebook the same failures are two lines, what failed and what to do (:func:`brief` → :class:`Explanation`),
+raised as a :class:`LessonStop`, which IPython shows as just those two lines: a student meets no chained
+traceback, and "Run all" still stops at that cell.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 #: The preset that trains without the Hub (random-initialised, learns from scratch on a CPU).
@@ -203,3 +208,85 @@ def _root_message(exc: BaseException) -> str:
 def _one_line(text: str, limit: int = 200) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- the notebooks' two-line form ---------------------------------------------------------------------------------
+
+#: How a notebook user gets round a missing network or Hub.
+NOTEBOOK_OFFLINE = "set OFFLINE = True in the parameters cell (synthetic data and the tiny preset, no downloads)"
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What failed (one line) and what to do about it (one line)."""
+
+    what: str
+    todo: str
+
+    def __str__(self) -> str:
+        return f"{self.what}\n{self.todo}"
+
+
+class LessonStop(ExpectedError):
+    """An expected failure in a notebook cell, shown as its two lines and nothing else.
+
+    IPython renders an exception through its ``_render_traceback_`` when it has one.
+    """
+
+    def __init__(self, explanation: Explanation):
+        self.explanation = explanation
+        super().__init__(str(explanation))
+
+    def _render_traceback_(self) -> list[str]:
+        return [self.explanation.what, self.explanation.todo]
+
+
+def brief_no_network(action: str, reason: str = "", offline: str = NOTEBOOK_OFFLINE) -> Explanation:
+    detail = f" ({reason})" if reason else ""
+    return Explanation(f"No network: could not {action}{detail}.",
+                       f"Check the internet connection and run the cell again, or {offline}.")
+
+
+def brief_hub_unavailable(repo: str, offline: str = NOTEBOOK_OFFLINE) -> Explanation:
+    return Explanation(
+        f"The Hugging Face Hub is unreachable, and {repo} is not in the local cache.",
+        f"Run again when the Hub is reachable, pre-download it where it is (`hf download {repo}`, then copy that "
+        f"HF_HOME here), or {offline}.",
+    )
+
+
+def _network_reason(exc: BaseException) -> str:
+    import socket
+
+    for e in _chain(exc):
+        e = getattr(e, "reason", None) if isinstance(getattr(e, "reason", None), BaseException) else e
+        if isinstance(e, socket.gaierror):
+            return "the name server could not be reached"
+        if isinstance(e, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(e, TimeoutError) or "Timeout" in type(e).__name__:
+            return "timed out"
+    return ""
+
+
+def brief(exc: BaseException, *, action: str, repo: str | None = None,
+          offline: str = NOTEBOOK_OFFLINE) -> Explanation | None:
+    """:func:`explain`'s two-line form for a notebook, or None (a bug: keep its traceback).
+
+    Args:
+        exc: what was raised.
+        action: what was being done, as a verb phrase ("download ESC-50 from GitHub").
+        repo: the Hub repository being loaded, if any.
+        offline: the way round a missing network or Hub, for this reader.
+    """
+    credentials = _class("asit_helpers.sources", "KaggleCredentialsError")
+    for e in _chain(exc):
+        if isinstance(e, LessonStop):
+            return e.explanation
+        if credentials is not None and isinstance(e, credentials):
+            return Explanation(e.what, e.todo)
+    if _is_hub_failure(exc) or any(isinstance(e, HubUnavailableError) for e in _chain(exc)):
+        return brief_hub_unavailable(repo or _model_id_in(exc) or "the model", offline)
+    if _is_connection_error(exc) or any(isinstance(e, TimeoutError) for e in _chain(exc)):
+        return brief_no_network(action, _network_reason(exc), offline)
+    return None

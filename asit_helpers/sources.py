@@ -22,6 +22,7 @@ from pathlib import Path
 __all__ = [
     "KaggleCredentialsError",
     "CREDENTIALS_HELP",
+    "KAGGLE_TODO",
     "RECIPES",
     "kaggle_credentials_available",
     "use_kaggle_json",
@@ -51,8 +52,22 @@ Kaggle needs your API credentials. Provide them in one of these ways (kaggle.com
 Never paste a key into a notebook cell or commit it to a repository."""
 
 
+#: The "what to do" line of a missing or refused credential (the long version is :data:`CREDENTIALS_HELP`).
+KAGGLE_TODO = ("Add a Colab secret named KAGGLE_API_TOKEN (key icon, left bar; kaggle.com → Settings → API) or "
+               "upload your kaggle.json, then run the cell again; ESC-50 (DATASET = \"esc22\") needs no account.")
+
+
 class KaggleCredentialsError(RuntimeError):
-    """No usable Kaggle credentials; the message lists every way to provide them (and never contains a secret)."""
+    """No usable Kaggle credentials, refused ones, or a file that is not a kaggle.json.
+
+    ``what`` (what failed) and ``todo`` (what to do) are one line each: the notebooks show just those two
+    (:mod:`asit_helpers.messages`); ``str()`` adds ``help`` (every way to provide credentials) for the CLI.
+    None of them ever contains a secret.
+    """
+
+    def __init__(self, what: str, todo: str = KAGGLE_TODO, help: str = ""):
+        self.what, self.todo, self.help = what, todo, help
+        super().__init__("\n".join([what, todo] + (["", help] if help else [])))
 
 
 def _kagglehub_credentials():
@@ -62,7 +77,8 @@ def _kagglehub_credentials():
     try:
         return get_kaggle_credentials()
     except ValueError as exc:  # a malformed kaggle.json: kagglehub's message names the file, not its contents
-        raise KaggleCredentialsError(f"{exc}\n\n{CREDENTIALS_HELP}") from None
+        raise KaggleCredentialsError(f"{exc}.", "Replace it with a fresh kaggle.json from kaggle.com → Settings → "
+                                     "API, or delete it and add a Colab secret KAGGLE_API_TOKEN.", CREDENTIALS_HELP) from None
 
 
 def kaggle_credentials_available() -> bool:
@@ -74,22 +90,58 @@ def _credentials_dir() -> Path:
     return Path(os.environ.get("KAGGLE_CONFIG_DIR") or Path.home() / ".kaggle")
 
 
-def use_kaggle_json(src: str | os.PathLike | bytes | dict) -> Path:
+_MAGIC = ((b"RIFF", "a WAV file"), (b"fLaC", "a FLAC file"), (b"OggS", "an Ogg audio file"), (b"ID3", "an MP3 file"),
+          (b"\xff\xfb", "an MP3 file"), (b"PK\x03\x04", "a zip archive"), (b"%PDF", "a PDF"),
+          (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"))
+_PICK_KAGGLE_JSON = ("Pick the kaggle.json that kaggle.com → Settings → API → \"Create Legacy API Key\" downloads (it "
+                     "holds \"username\" and \"key\"), or add a Colab secret KAGGLE_API_TOKEN instead.")
+
+
+def _not_kaggle_json(name: str, raw: bytes) -> KaggleCredentialsError | None:
+    """Why ``raw`` is not a kaggle.json, judged from its first bytes and structure only (never quoting them)."""
+    kind = next((k for magic, k in _MAGIC if raw.startswith(magic)), None)
+    if kind is None:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            kind = "a binary file"
+        else:
+            try:
+                creds = json.loads(text)
+            except json.JSONDecodeError:
+                if text.strip() and len(text.split()) == 1:  # one word: likely a new-style API token
+                    return KaggleCredentialsError(
+                        f"{name} is not a kaggle.json: it holds a single word, like a new-style API token.",
+                        "Add that token as a Colab secret named KAGGLE_API_TOKEN (key icon, left bar) instead of "
+                        "uploading it; never paste it into a cell.")
+                kind = "an empty file" if not text.strip() else "a text file that is not JSON"
+            else:
+                if isinstance(creds, dict) and creds.get("username") and creds.get("key"):
+                    return None
+                kind = 'JSON without "username" and "key"'
+    return KaggleCredentialsError(f"{name} is not a kaggle.json: it is {kind}.", _PICK_KAGGLE_JSON)
+
+
+def use_kaggle_json(src: str | os.PathLike | bytes | dict, name: str | None = None) -> Path:
     """Install an uploaded ``kaggle.json`` (path, bytes or dict) as ``~/.kaggle/kaggle.json`` with mode 0600.
 
     Returns the path written. The file is validated (``username`` and ``key``) and written atomically; its
-    contents are never echoed. In Colab, prefer the secrets panel: nothing then touches the disk.
+    contents are never echoed. A wrong file is named as one (``name``: what to call it in the message; default its
+    file name): "song.wav is not a kaggle.json: it is a WAV file". In Colab, prefer the secrets panel: nothing
+    then touches the disk.
     """
     if isinstance(src, dict):
         creds = src
+        if not creds.get("username") or not creds.get("key"):
+            raise KaggleCredentialsError(f'{name or "that dict"} is not a kaggle.json: it lacks "username" and "key".',
+                                         _PICK_KAGGLE_JSON)
     else:
-        raw = src if isinstance(src, (bytes, bytearray)) else Path(src).read_bytes()
-        try:
-            creds = json.loads(bytes(raw).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise KaggleCredentialsError("that kaggle.json is not valid JSON; download a fresh one from kaggle.com → Settings → API") from None
-    if not isinstance(creds, dict) or not creds.get("username") or not creds.get("key"):
-        raise KaggleCredentialsError('kaggle.json must contain "username" and "key"')
+        raw = bytes(src) if isinstance(src, (bytes, bytearray)) else Path(src).read_bytes()
+        name = name or ("the uploaded file" if isinstance(src, (bytes, bytearray)) else Path(src).name)
+        problem = _not_kaggle_json(name, raw)
+        if problem is not None:
+            raise problem
+        creds = json.loads(raw.decode("utf-8"))
     folder = _credentials_dir()
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "kaggle.json"
@@ -123,7 +175,7 @@ def download_kaggle(slug: str, *, output_dir: str | os.PathLike | None = None, f
     if not _SLUG.match(slug):
         raise ValueError(f"{slug!r} is not a Kaggle dataset slug; expected 'owner/dataset', e.g. 'chrisfilo/urbansound8k'")
     if _kagglehub_credentials() is None:
-        raise KaggleCredentialsError(f"no Kaggle credentials found for downloading {slug!r}.\n{CREDENTIALS_HELP}")
+        raise KaggleCredentialsError(f"no Kaggle credentials found for downloading {slug!r}.", help=CREDENTIALS_HELP)
     import kagglehub
 
     kwargs = {"force_download": force}
@@ -135,8 +187,9 @@ def download_kaggle(slug: str, *, output_dir: str | os.PathLike | None = None, f
         text = str(exc)
         if any(code in text for code in ("401", "403", "Unauthorized", "Forbidden")):
             raise KaggleCredentialsError(
-                f"Kaggle refused the credentials for {slug!r} (or the dataset needs its terms accepted on "
-                f"kaggle.com first).\n{CREDENTIALS_HELP}"
+                f"Kaggle refused the credentials for {slug!r} (or the dataset needs its terms accepted on its page).",
+                "Create a new token (kaggle.com → Settings → API), replace the secret or kaggle.json, and accept "
+                "the dataset's terms on kaggle.com if it has any.", CREDENTIALS_HELP,
             ) from None
         raise
     return Path(path)

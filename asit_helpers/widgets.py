@@ -1,8 +1,10 @@
 """The notebook demo widget: record (in the browser) or upload a clip → top-k predictions, playback, and the
 model's attention over the waveform.
 
+    from IPython.display import display
     from asit_helpers.widgets import AsitDemo
-    AsitDemo("checkpoints/asit-tiny")          # the last expression of a cell displays it
+    demo = AsitDemo("checkpoints/asit-tiny")
+    display(demo)   # display(), not a bare `demo`: Colab adds its widget-manager metadata only to display() output
 
 Two halves:
 
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import html
 import io
-import sys
 from importlib import resources
 from pathlib import Path
 
@@ -33,10 +34,11 @@ import soundfile as sf
 import traitlets
 
 from .audio import SAMPLE_RATE, AudioError, load_audio
+from .colab import in_colab
 from .inference import Prediction, predict
 from .model import AsitForAudioClassification, load_model
 
-__all__ = ["Recorder", "AsitDemo", "in_colab", "SILENCE_RMS"]
+__all__ = ["Recorder", "AsitDemo", "SILENCE_RMS"]
 
 #: A clip whose RMS is below this (-60 dBFS) counts as silence: a muted or disconnected microphone records
 #: digital zeros or a faint hiss, and classifying that would show a confident-looking label for nothing.
@@ -50,12 +52,6 @@ def _asset(name: str) -> str:
 def _esm() -> str:
     """recorder.js (shared with the web page) followed by the widget's view: one ES module."""
     return _asset("static/recorder.js") + "\n\n" + _asset("widget/recorder_widget.js")
-
-
-def in_colab() -> bool:
-    """True inside Google Colab (where FileUpload drops files ≥ 1 MB, so :meth:`AsitDemo.upload_from_colab`
-    is offered instead)."""
-    return "google.colab" in sys.modules
 
 
 class Recorder(anywidget.AnyWidget):
@@ -148,6 +144,8 @@ class AsitDemo(w.VBox):
         self.message = w.HTML(layout=w.Layout(margin="4px 0"))
         self.player = w.Audio(format="wav", autoplay=False, controls=True, layout=w.Layout(display="none"))
         self.result = w.HTML()
+        #: one row per file of the last multi-file pick (:meth:`upload_from_colab`)
+        self.batch = w.HTML()
         self.plot = w.Image(format="png", layout=w.Layout(display="none", max_width="100%"))
         hint = ""
         if in_colab():
@@ -158,7 +156,7 @@ class AsitDemo(w.VBox):
             f"<div><b>ASiT demo</b> &middot; {len(self.model.config.id2label)} classes: {html.escape(labels)}"
             f"{'<br>' + hint if hint else ''}</div>"
         )
-        super().__init__([header, w.HBox([self.recorder, self.upload]), self.message, self.player,
+        super().__init__([header, w.HBox([self.recorder, self.upload]), self.message, self.batch, self.player,
                           self.result, self.plot])
         self.add_class("asit-demo")
 
@@ -187,11 +185,12 @@ class AsitDemo(w.VBox):
 
     # -- the logic tests call ------------------------------------------------------------------------------------
 
-    def classify_bytes(self, data: bytes, name: str = "recording.wav") -> Prediction | None:
+    def classify_bytes(self, data: bytes, name: str = "recording.wav", *, recorded: bool = False) -> Prediction | None:
         """Decode ``data`` (any format :func:`load_audio` reads), classify it and show the result.
 
         Returns the Prediction, or ``None`` when the clip was refused; the reason is then in
-        :attr:`message_text` (unreadable file, silence, too short or too long).
+        :attr:`message_text` (unreadable file, silence, too short or too long). ``recorded``: the clip came from
+        the microphone, so silence means a muted or refused microphone, not a silent file.
         """
         self._clear_result()
         try:
@@ -202,10 +201,12 @@ class AsitDemo(w.VBox):
         rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
         if rms < self.silence_rms:
             level = "all samples are zero" if rms == 0 else f"level {20 * np.log10(rms):.0f} dBFS"
-            self.show_message(
-                f"No sound recorded in {name} ({level}): check that the microphone is connected, "
-                "not muted, and allowed for this page, then try again."
-            )
+            if recorded:
+                self.show_message(f"No sound recorded in {name} ({level}): check that the microphone is connected, "
+                                  "not muted, and allowed for this page, then try again.")
+            else:
+                self.show_message(f"{name} is a silent file ({level}): there is nothing to classify; "
+                                  "choose a file with a sound in it.")
             return None
         try:
             pred = predict(self.model, samples, top_k=self.top_k, max_seconds=self.max_seconds)
@@ -239,7 +240,7 @@ class AsitDemo(w.VBox):
                 self._clear_result()
                 self.show_message("The browser sent no audio data: try recording again.")
                 return None
-            return self.classify_bytes(bytes(buffers[0]), str(content.get("name") or "recording.wav"))
+            return self.classify_bytes(bytes(buffers[0]), str(content.get("name") or "recording.wav"), recorded=True)
         return None
 
     # -- callbacks -------------------------------------------------------------------------------------------------
@@ -262,16 +263,50 @@ class AsitDemo(w.VBox):
             )
 
     def _on_upload(self, change) -> None:
-        files = change["new"]
-        if not files:
-            return
-        item = files[0]
-        self._guard(self.classify_bytes, bytes(item["content"]), str(item.get("name") or "upload"))
+        for name, data in _uploaded_files(change["new"])[:1]:  # multiple=False: one file per pick
+            self.batch.value = ""
+            self._guard(self.classify_bytes, data, name)
 
     def upload_from_colab(self) -> list[Prediction | None]:
-        """Colab only: pick files with ``google.colab.files.upload`` (no 1 MB limit) and classify each."""
+        """Colab only: pick files with ``google.colab.files.upload`` (no 1 MB limit) and classify each.
+
+        Every picked file gets a row in :attr:`batch` (its prediction, or why it was refused); the player and plot
+        show the last one. Cancelling the picker clears the previous result and message.
+        """
         if not in_colab():
             raise RuntimeError("upload_from_colab works in Google Colab only; use the Upload button elsewhere")
         from google.colab import files  # type: ignore[import-not-found]
 
-        return [self._guard(self.classify_bytes, data, name) for name, data in files.upload().items()]
+        picked = files.upload()
+        self.batch.value = ""
+        if not picked:
+            self._clear_result()
+            self.show_message("No file chosen.", "info")
+            return []
+        results, rows = [], []
+        for name, data in picked.items():
+            pred = self._guard(self.classify_bytes, data, name)
+            results.append(pred)
+            rows.append((name, pred, self.message_text))
+        if len(picked) > 1:
+            self.batch.value = _batch_html(rows)
+            refused = sum(pred is None for pred in results)
+            summary = f"{len(picked)} files: {len(picked) - refused} classified, {refused} refused (see the table)."
+            self.show_message(summary, "error" if refused else "info")
+        return results
+
+
+def _uploaded_files(value) -> list[tuple[str, bytes]]:
+    """(name, bytes) of a FileUpload value: a tuple of dicts in ipywidgets 8, a dict by name in 7 (Colab's 7.7.1)."""
+    if isinstance(value, dict):
+        return [(str(name), bytes(item["content"])) for name, item in value.items()]
+    return [(str(item.get("name") or "upload"), bytes(item["content"])) for item in value or ()]
+
+
+def _batch_html(rows: list[tuple[str, Prediction | None, str]]) -> str:
+    cells = []
+    for name, pred, reason in rows:
+        outcome = (f"<b>{html.escape(pred.label)}</b> ({pred.score:.1%})" if pred is not None
+                   else f'<span style="color:#e8453c">{html.escape(reason)}</span>')
+        cells.append(f'<tr><td style="padding:1px 8px 1px 0">{html.escape(name)}</td><td>{outcome}</td></tr>')
+    return f'<table class="asit-batch" style="margin:4px 0">{"".join(cells)}</table>'

@@ -78,12 +78,15 @@ def test_asit_demo_executes_the_whole_suite(smoke_suite):
 
 @pytest.mark.slow
 def test_asit_demo_reports_a_failing_notebook(tmp_path, capsys):
-    """04 on an empty workspace: nothing to evaluate. The CLI says which cell failed and where the notebook is."""
+    """04 on a workspace whose reports/source.json is corrupt: the CLI says which cell failed and where the
+    partly executed notebook is. (On an empty workspace 04 stands alone: it rebuilds what it needs.)"""
     from asit_helpers.cli import main
 
-    out = tmp_path / "empty"
+    out = tmp_path / "broken"
+    (out / "reports").mkdir(parents=True)
+    (out / "reports" / "source.json").write_text("{not json")
     assert main(["demo", "--out", str(out), "--smoke", "--only", "04_evaluate"]) == 1
     err = capsys.readouterr().err
-    assert "FileNotFoundError" in err and "run the notebook that writes it first" in err
+    assert "JSONDecodeError" in err and "a notebook failed in cell" in err
     assert str(out / "notebooks") in err
     assert (out / "notebooks" / "04_evaluate.ipynb").exists()

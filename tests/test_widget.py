@@ -62,13 +62,30 @@ def test_other_sample_rates_and_formats_are_resampled(demo):
 def test_silence_shows_a_message_and_clears_the_last_result(demo):
     assert demo.classify_bytes(_wav(_event_clip()), "first.wav") is not None
     quiet = np.random.default_rng(0).normal(0, 1e-5, 32000).astype(np.float32)
-    assert demo.classify_bytes(_wav(quiet), "recording.wav") is None
+    assert demo.classify_bytes(_wav(quiet), "recording.wav", recorded=True) is None
     assert demo.message_text.startswith("No sound recorded in recording.wav")
     assert "dBFS" in demo.message_text
     assert demo.prediction is None and demo.result.value == ""
     assert demo.player.layout.display == "none" and demo.plot.layout.display == "none"
-    assert demo.classify_bytes(_wav(np.zeros(16000, np.float32)), "zeros.wav") is None
+    assert demo.classify_bytes(_wav(np.zeros(16000, np.float32)), "zeros.wav", recorded=True) is None
     assert "all samples are zero" in demo.message_text
+
+
+def test_a_silent_file_is_called_a_silent_file(demo):
+    """An uploaded all-zero file is not a microphone problem: the message says "silent file"."""
+    assert demo.classify_bytes(_wav(np.zeros(16000, np.float32)), "zeros.wav") is None
+    assert demo.message_text.startswith("zeros.wav is a silent file (all samples are zero)")
+    assert "microphone" not in demo.message_text
+    demo._on_recorder_msg(demo.recorder, {"event": "audio", "name": "recording.wav"},
+                          [memoryview(_wav(np.zeros(16000, np.float32)))])
+    assert "microphone" in demo.message_text
+
+
+def test_ipywidgets_7_upload_value(demo):
+    """Colab ships ipywidgets 7.7.1, whose FileUpload value is a dict by file name."""
+    data = _wav(_event_clip())
+    demo._on_upload({"new": {"dog.wav": {"metadata": {"name": "dog.wav", "size": len(data)}, "content": data}}})
+    assert demo.prediction is not None and demo.prediction.source == "dog.wav"
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,8 @@ async function classify(body, name, samples) {
   setState("classifying", `Classifying ${name}…`);
   let response;
   try {
-    response = await fetch("/predict", { method: "POST", body });
+    // relative: the page also works under a path prefix (Colab's port proxy, jupyter-server-proxy)
+    response = await fetch("predict", { method: "POST", body });
   } catch (err) {
     showError(`The server could not be reached (${err.message}). Is \`asit serve\` still running?`);
     return;
