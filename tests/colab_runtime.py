@@ -79,8 +79,10 @@ def outputs(nb, kind: str | None = None) -> list:
     return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if kind is None or o.output_type == kind]
 
 
-def text_of(nb) -> str:
-    """Everything a person would see in the executed notebook's outputs (and its JSON, for secrets checks)."""
-    import nbformat
+def text_of(nb, outputs_only: bool = False) -> str:
+    """The executed notebook as text (for secrets checks), or only what its cells printed and displayed."""
+    import json
 
-    return nbformat.writes(nb)
+    if outputs_only:
+        return json.dumps(outputs(nb))
+    return json.dumps({key: value for key, value in nb.items() if key != "failed"})
