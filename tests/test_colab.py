@@ -268,3 +268,88 @@ def test_serve_in_notebook_elsewhere_shows_a_link(tiny_checkpoint):
         handle.show()  # outside a kernel IPython's display prints the link; it must not need Colab
     finally:
         handle.stop()
+
+
+@pytest.mark.browser
+def test_the_proxied_page_works_in_a_browser(standin, tiny_checkpoint, make_chrome, tmp_path):
+    """Chromium opens the page at the stand-in proxy's URL (a path prefix), uploads a clip and gets the
+    prediction: scripts, styles and /predict all resolve under the prefix. Saves a screenshot
+    (``$ASIT_COLAB_SCREENSHOT`` to keep it)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from asit_helpers import serve_in_notebook
+
+    handle = serve_in_notebook(tiny_checkpoint)
+    try:
+        page_url = standin.output.exposed[-1]["url"]
+        clip = tmp_path / "siren.wav"
+        t = np.arange(3 * 16000) / 16000
+        sf.write(clip, (0.3 * np.sin(2 * np.pi * (600 + 300 * np.sin(2 * np.pi * 0.5 * t)) * t)).astype(np.float32), 16000)
+        driver = make_chrome()
+        driver.get(page_url)
+        state = lambda: driver.execute_script("return document.body.dataset.state")  # noqa: E731
+        WebDriverWait(driver, 60, poll_frequency=0.1).until(lambda d: state() == "idle")
+        driver.find_element("id", "file-input").send_keys(str(clip))
+        WebDriverWait(driver, 60, poll_frequency=0.1).until(lambda d: state() in ("done", "error"))
+        error = driver.execute_script("return document.getElementById('error').hidden ? null : "
+                                      "document.getElementById('error').textContent")
+        assert state() == "done" and error is None, error
+        label = driver.find_element("id", "result-label").text
+        assert label in json.loads((Path(tiny_checkpoint) / "config.json").read_text())["id2label"].values()
+        css = driver.execute_script("return getComputedStyle(document.querySelector('main')).maxWidth")
+        assert css != "none"  # style.css loaded through the proxy
+        shot = Path(os.environ.get("ASIT_COLAB_SCREENSHOT") or tmp_path / "proxied-page.png")
+        driver.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+    finally:
+        handle.stop()
+
+
+# ---- 06's Colab upload --------------------------------------------------------------------------------------------
+
+
+def test_colab_upload_shows_every_file_clears_on_cancel_and_names_a_silent_file(standin, content, tiny_checkpoint):
+    from asit_helpers.widgets import AsitDemo
+
+    demo = AsitDemo(tiny_checkpoint)
+    tone = (0.3 * np.sin(2 * np.pi * 700 * np.arange(32000) / 16000)).astype(np.float32)
+    standin.files.will_pick({"a.wav": _wav(tone), "silent.wav": _wav(np.zeros(16000, np.float32)),
+                             "b.wav": _wav(tone[::-1].copy())})
+    a, silent, b = demo.upload_from_colab()
+    assert a is not None and silent is None and b is not None
+    for name in ("a.wav", "silent.wav", "b.wav"):  # every picked file has its row
+        assert name in demo.batch.value
+    assert "silent.wav is a silent file (all samples are zero)" in demo.batch.value
+    assert "microphone" not in demo.batch.value
+    assert demo.message_text == "3 files: 2 classified, 1 refused (see the table)."
+    assert demo.prediction is b  # the player and plot show the last one
+    standin.files.will_pick(None)  # the picker cancelled: nothing old stays on screen
+    assert demo.upload_from_colab() == []
+    assert demo.batch.value == "" and demo.result.value == "" and demo.prediction is None
+    assert demo.message_text == "No file chosen."
+
+
+@pytest.mark.slow
+def test_the_package_builds_without_deprecation_warnings(tmp_path):
+    """What Colab's setup cell does: build the package from the repository (in pip's isolated build environment,
+    with the current setuptools from PyPI). No setuptools deprecation warning, and the licence is the SPDX form."""
+    import subprocess
+    import sys
+    import zipfile
+
+    import shutil
+
+    root = Path(__file__).resolve().parent.parent
+    src = tmp_path / "src"  # a copy: building in the checkout would leave build/ and *.egg-info behind
+    shutil.copytree(root / "asit_helpers", src / "asit_helpers", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, src / name)
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(tmp_path), str(src)],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    output = done.stdout + done.stderr
+    assert "deprecated" not in output.lower() and "Warning" not in output, output
+    [wheel] = tmp_path.glob("asit_helpers-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        metadata = zf.read(next(n for n in zf.namelist() if n.endswith("METADATA"))).decode()
+    assert "License-Expression: MIT" in metadata
