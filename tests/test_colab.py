@@ -172,13 +172,13 @@ def test_no_network_is_two_lines_naming_the_way_out():
             raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known")) from low
     except urllib.error.URLError as exc:
         e = messages.brief(exc, action="download ESC-50 from GitHub")
+        assert messages.explain(exc) is not None  # the CLI's form recognises the same failure
     assert str(e).count("\n") == 1
     assert e.what == "No network: could not download ESC-50 from GitHub (the name server could not be reached)."
     assert "OFFLINE = True" in e.todo
     assert messages.brief(ValueError("a bug"), action="x") is None  # unexpected errors stay tracebacks
     refused = messages.brief(ConnectionRefusedError(), action="reach the API")
     assert "connection refused" in refused.what
-    assert messages.explain(exc) is not None  # the CLI's form recognises the same failure
 
 
 def test_no_hub_fails_at_once_in_two_lines(tmp_path, monkeypatch):
