@@ -17,10 +17,11 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 from .audio import AudioError
-from .messages import ExpectedError, explain, missing_cache, not_a_checkpoint
+from .messages import OFFLINE_PRESET, ExpectedError, explain, missing_cache, not_a_checkpoint
 
 
 def _checkpoint(path: Path) -> Path:
@@ -74,30 +75,90 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import train
+    from .train import PRESETS, TrainArgs, train
 
-    kwargs = dict(preset=args.preset, pooling=args.pooling, mode=args.mode, epochs=args.epochs,
-                  batch_size=args.batch_size, seed=args.seed, balance=args.balance, grad_accum=args.grad_accum,
-                  gradient_checkpointing=args.gradient_checkpointing, precision=args.precision)
-    if args.lr_head is not None:
-        kwargs["lr_head"] = args.lr_head
-    if args.lr_backbone is not None:
-        kwargs["lr_backbone"] = args.lr_backbone
-    if args.top_layers is not None:
-        kwargs["top_layers"] = args.top_layers
-    if args.early_stopping is not None:
-        kwargs["early_stopping"] = args.early_stopping
-    if args.no_augment:
-        kwargs["augment"] = None
-    if args.train_feature_encoder:
-        kwargs["freeze_feature_encoder"] = False
-    if args.no_fast:
-        kwargs["fast"] = False
-    result = train(_cache(args.cache), args.out, model=args.init and _checkpoint(args.init), resume=args.resume, overwrite=args.overwrite,
-                   device=args.device, copy_to=args.copy_to, **kwargs)
+    settings = _train_settings(args)
+    preset = settings.get("preset", TrainArgs.preset)
+    known = PRESETS.get(preset)
+    if known is not None and not known.offered:
+        raise ExpectedError(f"error: preset {preset!r} is a test fixture that does not learn with a short recipe; "
+                            f"offline, use --preset {OFFLINE_PRESET}")
+    if known is not None and known.measurement_only:
+        print(f"warning: preset {preset!r} has random weights: it is for speed measurements and will not learn to "
+              f"classify in a CPU budget; use --preset base (pretrained) or {OFFLINE_PRESET} (offline)",
+              file=sys.stderr)
+    chosen = TrainArgs.for_preset(**settings)
+    recipe = ", ".join(f"{f.name}={_show(getattr(chosen, f.name), f.metadata.get('none', 'auto'))}"
+                       for f in fields(TrainArgs) if f.name != "preset")
+    print(f"preset {preset}: {recipe}")
+    result = train(_cache(args.cache), args.out, model=args.init and _checkpoint(args.init), resume=args.resume,
+                   overwrite=args.overwrite, device=args.device, copy_to=args.copy_to, **settings)
     best = {k: round(v, 4) for k, v in result.best_metrics.items()}
     print(f"best epoch {result.best_epoch}: {best}; checkpoint {result.checkpoint} ({result.seconds:.0f} s)")
     return 0
+
+
+def _train_settings(args: argparse.Namespace) -> dict:
+    """The TrainArgs fields given on the command line (the preset's recipe fills in the others)."""
+    from .batches import Augment
+    from .train import TrainArgs
+
+    settings = {f.name: getattr(args, f.name) for f in fields(TrainArgs) if hasattr(args, f.name)}
+    if "augment" in settings:
+        settings["augment"] = Augment() if settings["augment"] else None
+    return settings
+
+
+def _show(value, none: str = "auto") -> str:
+    if value is None:
+        return none
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if hasattr(value, "to_dict"):
+        return "on"
+    if isinstance(value, dict):
+        return json.dumps(value) if value else "{}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object, e.g. '{\"num_heads\": 4}'")
+    return value
+
+
+def _add_train_settings(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainArgs field, its help from the field's metadata, its defaults from the presets' recipes."""
+    from .train import PRESETS, TrainArgs
+
+    group = p.add_argument_group("training settings (every TrainArgs field; a flag overrides one field of the "
+                                 "preset's recipe)")
+    offered = {name: preset for name, preset in PRESETS.items() if preset.offered}
+    for f in fields(TrainArgs):
+        default = f.default_factory() if f.default is MISSING else f.default
+        none = f.metadata.get("none", "auto")
+        others = "".join(f"; {name}: {_show(pr.recipe[f.name], none)}" for name, pr in offered.items()
+                         if pr.recipe.get(f.name, default) != default)
+        kind = str(f.type)
+        kw: dict = dict(dest=f.name, default=argparse.SUPPRESS,
+                        help=f"{f.metadata['help']} (default {_show(default, none)}{others})")
+        if f.name == "preset":
+            kw["metavar"] = "{" + ",".join(offered) + "}|HUB_ID|DIR"
+        elif kind.startswith("bool") or f.name == "augment":
+            kw["action"] = argparse.BooleanOptionalAction
+        elif kind == "dict":
+            kw.update(type=_json_object, metavar="JSON")
+        else:
+            kind = kind.split(" |")[0]
+            kw.update(type={"int": int, "float": float, "str": str}[kind], metavar={"int": "N"}.get(kind, kind.upper()))
+        if "choices" in f.metadata:
+            kw["choices"] = f.metadata["choices"]
+            kw.pop("metavar", None)
+        group.add_argument("--" + f.name.replace("_", "-"), **kw)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -206,11 +267,12 @@ class _DeprecatedAlias(argparse.Action):
     """An old flag that still works, says so, and sets its new flag's value."""
 
     def __init__(self, option_strings, dest, const=None, nargs=None, **kwargs):
+        kwargs["default"] = argparse.SUPPRESS  # absent, it leaves the new flag's default alone
         super().__init__(option_strings, dest, nargs=nargs, const=const, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
         value = self.const if self.const is not None else values
-        print(f"note: {option_string} is deprecated; use --{self.dest} {value}", file=sys.stderr)
+        print(f"note: {option_string} is {self.help}", file=sys.stderr)
         setattr(namespace, self.dest, value)
 
 
@@ -255,33 +317,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_serve)
     defaults_from_environment(p, prefix="ASIT_")
 
-    p = sub.add_parser("train", help="train a classifier on a preprocessed cache (checkpoint in --out)")
+    p = sub.add_parser("train", help="train a classifier on a preprocessed cache (checkpoint in --out)",
+                       description="Train a preset's recipe (default: base); any flag below overrides one setting.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("cache", type=Path, help="cache directory (asit preprocess)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint directory, e.g. checkpoints/NAME")
-    p.add_argument("--preset", default="tiny", help="backbone: tiny, tiny-fb, base, base-random, a Hub id or a directory")
     p.add_argument("--init", type=Path, default=None, help="fine-tune this checkpoint instead of a new model")
-    p.add_argument("--pooling", choices=["attention", "multihead", "mean"], default="attention")
-    p.add_argument("--mode", choices=["head", "partial", "full"], default="full",
-                   help="head: backbone frozen (cached-embedding fast path); partial: top layers; full")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--grad-accum", type=int, default=1, help="batches per optimiser step")
-    p.add_argument("--lr-head", type=float, default=None)
-    p.add_argument("--lr-backbone", type=float, default=None)
-    p.add_argument("--top-layers", type=int, default=None, help="layers trained in partial mode (default 2)")
-    p.add_argument("--balance", choices=["none", "weights", "sampler"], default="none",
-                   help="class imbalance: weighted loss or balanced sampling")
-    p.add_argument("--early-stopping", type=int, default=None, metavar="EPOCHS", help="patience")
-    p.add_argument("--no-augment", action="store_true", help="no waveform augmentation")
-    p.add_argument("--train-feature-encoder", action="store_true",
-                   help="also train the conv front end (needed for a random-initialised backbone such as tiny-fb)")
-    p.add_argument("--no-fast", action="store_true", help="head mode: run the backbone every epoch (no embedding cache)")
-    p.add_argument("--gradient-checkpointing", action="store_true")
-    _add_precision(p, training=True)
-    p.add_argument("--mixed-precision", action=_DeprecatedAlias, dest="precision", type=lambda v: "fp32" if v == "no" else v,
-                   help="deprecated: use --precision (auto|fp32|bf16|fp16)")
+    _add_train_settings(p)
+    p.add_argument("--train-feature-encoder", action=_DeprecatedAlias, dest="freeze_feature_encoder", const=False,
+                   nargs=0, help="deprecated: use --no-freeze-feature-encoder")
+    p.add_argument("--mixed-precision", action=_DeprecatedAlias, dest="precision",
+                   type=lambda v: "fp32" if v == "no" else v, help="deprecated: use --precision (auto|fp32|bf16|fp16)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="start over although --out holds a run")
     p.add_argument("--copy-to", type=Path, default=None, help="mirror the checkpoint here too (e.g. Google Drive)")

@@ -48,71 +48,66 @@ from torch.utils.data import DataLoader
 
 from .batches import Augment, ClipDataset, EmbeddingDataset, EmbeddingStore, EpochSampler, WaveformCollator, cache_labels
 from .evaluate import classification_metrics
-from .model import BASE_CHECKPOINT, AsitForAudioClassification
-from .runtime import PrecisionChoice, check_precision, require_hub_model, resolve_device, resolve_precision
+from .model import BASE_CHECKPOINT, POOLINGS, AsitForAudioClassification
+from .runtime import PRECISIONS, PrecisionChoice, check_precision, require_hub_model, resolve_device, resolve_precision
 
 MODES = ("head", "partial", "full")
 BALANCE = ("none", "weights", "sampler")
+METRICS = ("macro_f1", "accuracy")
 _STATE_PREFIX = "state-"
-_RANDOM_INIT_BACKBONES = ("tiny", "tiny-fb", "base-random")  # built from a config: no download
+
+
+def _setting(default=None, help: str = "", *, factory=None, **extra):
+    """A :class:`TrainArgs` field: its default and the help ``asit train --help`` shows (written once, here)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help, **extra})
+    return field(default=default, metadata={"help": help, **extra})
 
 
 @dataclass
 class TrainArgs:
     """Everything that decides a training run (saved as ``training_args.json``; a resume must match it).
 
-    Attributes:
-        preset: backbone for a new model (``"tiny"``, ``"base"``, ``"base-random"``, a Hub id or directory).
-        pooling: ``"attention"``, ``"multihead"`` or ``"mean"``.
-        model_kwargs: other :class:`~asit_helpers.model.AsitConfig` fields (``num_heads``, ``attentive_stats``,
-            ``layer_weighted_sum``, ``classifier_dropout``, ``label_smoothing``, ...).
-        mode: ``"head"``, ``"partial"`` or ``"full"``.
-        top_layers: transformer layers trained in ``partial`` mode.
-        freeze_feature_encoder: keep the convolutional front end frozen (the usual choice for wav2vec2).
-        fast: cached-embedding fast path (``None``: on in ``head`` mode; only possible in ``head`` mode).
-        epochs, batch_size, grad_accum: per-device batch size; the optimiser steps every ``grad_accum`` batches.
-        lr_head, lr_backbone: AdamW learning rates for pooling + head and for the backbone.
-        weight_decay, warmup_ratio, max_grad_norm: AdamW decay; linear warmup share of all steps, then cosine.
-        balance: ``"none"``, ``"weights"`` (class-weighted loss) or ``"sampler"`` (class-balanced sampling).
-        augment: waveform augmentation (``None``: off); not possible on the fast path (the backbone's
-            outputs are computed once).
-        mixup_alpha: mixup of pairs in a batch with ``Beta(alpha, alpha)`` weights (0: off).
-        early_stopping: stop after this many epochs without a better validation metric (``None``: off).
-        metric: validation metric that picks the best epoch: ``"macro_f1"`` or ``"accuracy"``.
-        gradient_checkpointing: recompute backbone activations in backward (less memory, ~30% slower).
-        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``, decided by
-            :func:`asit_helpers.runtime.resolve_precision` (auto: bf16 on GPUs with native bf16, fp16 with its
-            gradient scaler on T4/V100, fp32 on CPUs); the choice and its reason go into ``training_args.json``.
-        save_every: optimiser steps between resume states (also saved at every epoch end).
-        seed: seeds the model's initialisation, data order, augmentation and dropout.
-        num_workers: DataLoader worker processes (0: load in the main process).
+    Each field's default is the ``base`` preset's recipe; :meth:`for_preset` applies another preset's recipe.
+    The help of every field is in its metadata, and ``asit train`` makes one flag per field from it.
     """
 
-    preset: str = "tiny"
-    pooling: str = "attention"
-    model_kwargs: dict = field(default_factory=dict)
-    mode: str = "full"
-    top_layers: int = 2
-    freeze_feature_encoder: bool = True
-    fast: bool | None = None
-    epochs: int = 10
-    batch_size: int = 16
-    grad_accum: int = 1
-    lr_head: float = 1e-3
-    lr_backbone: float = 1e-4
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    balance: str = "none"
-    augment: Augment | None = field(default_factory=Augment)
-    mixup_alpha: float = 0.0
-    early_stopping: int | None = None
-    metric: str = "macro_f1"
-    gradient_checkpointing: bool = False
-    precision: str = "auto"
-    save_every: int = 50
-    seed: int = 0
-    num_workers: int = 0
+    preset: str = _setting("base", "backbone and its recipe: base (facebook/wav2vec2-base), tiny-fb (offline, "
+                                   "trains from scratch on a CPU), base-random (speed measurements only), a Hub id "
+                                   "or a folder (base's recipe)")
+    pooling: str = _setting("attention", "attention, multihead or mean pooling over the frames", choices=POOLINGS)
+    model_kwargs: dict = _setting(factory=dict, help="other AsitConfig fields as JSON, e.g. '{\"num_heads\": 4, "
+                                      "\"layer_weighted_sum\": true, \"label_smoothing\": 0.1}'")
+    mode: str = _setting("full", "head: backbone frozen (cached-embedding fast path); partial: also the top "
+                                 "--top-layers transformer layers; full: the whole backbone", choices=MODES)
+    top_layers: int = _setting(2, "transformer layers trained in partial mode")
+    freeze_feature_encoder: bool = _setting(True, "keep the convolutional front end frozen (the usual choice for "
+                                                  "a pretrained wav2vec2; a random-initialised one must train it)")
+    fast: bool | None = _setting(None, "cached-embedding fast path (default: on in head mode; only possible there)")
+    epochs: int = _setting(15, "passes over the train split")
+    batch_size: int = _setting(8, "clips per batch on each device")
+    grad_accum: int = _setting(2, "batches per optimiser step (effective batch = batch size x this x devices)")
+    lr_head: float = _setting(1e-3, "AdamW learning rate of the pooling and the head")
+    lr_backbone: float = _setting(3e-5, "AdamW learning rate of the trained backbone layers")
+    weight_decay: float = _setting(0.01, "AdamW weight decay")
+    warmup_ratio: float = _setting(0.1, "share of all steps with a linear warmup (then cosine decay)")
+    max_grad_norm: float = _setting(1.0, "gradient clipping norm (0: off)")
+    balance: str = _setting("none", "class imbalance: none, weights (class-weighted loss) or sampler (balanced "
+                                    "sampling)", choices=BALANCE)
+    augment: Augment | None = _setting(factory=Augment, help="waveform augmentation (gain, shift, noise; not on the fast "
+                                                       "path, whose backbone outputs are computed once)", none="off")
+    mixup_alpha: float = _setting(0.0, "mixup of pairs in a batch with Beta(alpha, alpha) weights (0: off)")
+    early_stopping: int | None = _setting(None, "stop after this many epochs without a better validation metric",
+                                         none="off")
+    metric: str = _setting("macro_f1", "validation metric that picks the best epoch", choices=METRICS)
+    gradient_checkpointing: bool = _setting(False, "recompute backbone activations in backward: less memory, "
+                                                   "slower steps")
+    precision: str = _setting("auto", "auto (bf16 on GPUs with native bf16, fp16 with a gradient scaler on T4/V100, "
+                                      "fp32 on a CPU), fp32, bf16 or fp16; `asit env` shows what auto picks",
+                              choices=PRECISIONS)
+    save_every: int = _setting(50, "optimiser steps between resume states (also saved at every epoch end)")
+    seed: int = _setting(0, "seeds the model's initialisation, data order, augmentation and dropout")
+    num_workers: int = _setting(0, "DataLoader worker processes (0: load in the main process)")
 
     def __post_init__(self):
         if isinstance(self.augment, dict):
@@ -125,14 +120,29 @@ class TrainArgs:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.balance not in BALANCE:
             raise ValueError(f"balance must be one of {BALANCE}, got {self.balance!r}")
-        if self.metric not in ("macro_f1", "accuracy"):
-            raise ValueError(f"metric must be 'macro_f1' or 'accuracy', got {self.metric!r}")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
         check_precision(self.precision)
         if self.fast and self.mode != "head":
             raise ValueError("the cached-embedding fast path needs mode='head' (a frozen backbone)")
         for name in ("epochs", "batch_size", "grad_accum", "save_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    @classmethod
+    def for_preset(cls, preset: str = "base", **overrides: Any) -> "TrainArgs":
+        """The settings of ``preset``'s recipe, with ``overrides`` (any field) on top.
+
+        A Hub id or a folder (a pretrained backbone) gets ``base``'s recipe.
+
+        Raises:
+            TypeError: an override that is not a field.
+        """
+        unknown = set(overrides) - {f.name for f in fields(cls)}
+        if unknown:
+            raise TypeError(f"unknown training argument(s) {sorted(unknown)}; see TrainArgs")
+        recipe = PRESETS.get(preset, PRESETS["base"]).recipe
+        return cls(preset=preset, **{**recipe, **overrides})
 
     @property
     def use_fast_path(self) -> bool:
@@ -148,6 +158,47 @@ class TrainArgs:
         ignore = {"num_workers", "save_every"}
         mine = json.loads(json.dumps(self.to_dict()))
         return [k for k in mine if k not in ignore and mine[k] != other.get(k)]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A backbone and the training recipe that works for it.
+
+    Attributes:
+        backbone: what :meth:`AsitForAudioClassification.from_backbone` builds (a preset name or Hub id).
+        help: one line for ``asit train --help``.
+        recipe: the :class:`TrainArgs` fields that differ from the field defaults (base's recipe).
+        offline: needs no download.
+        offered: listed in ``--help`` and the README (``False``: kept for the test suite only).
+        measurement_only: random weights at full size, for speed measurements; ``asit train`` warns.
+    """
+
+    backbone: str
+    help: str
+    recipe: dict = field(default_factory=dict)
+    offline: bool = True
+    offered: bool = True
+    measurement_only: bool = False
+
+
+#: Presets and their recipes. ``base`` is the default; ``tiny-fb`` is the offline one (messages.OFFLINE_PRESET).
+PRESETS: dict[str, Preset] = {
+    "base": Preset(
+        BASE_CHECKPOINT, "facebook/wav2vec2-base, pretrained (95M parameters; downloaded once, ~360 MB): "
+        "fine-tunes the transformer with the front end frozen; meant for a GPU", offline=False),
+    "tiny-fb": Preset(
+        "tiny-fb", "a small random-initialised wav2vec2 with a learnable 25 ms filterbank front end: needs no "
+        "download and trains from scratch on a CPU in minutes (the offline preset)",
+        recipe=dict(mode="full", freeze_feature_encoder=False, epochs=60, batch_size=16, grad_accum=1,
+                    lr_head=5e-3, lr_backbone=5e-3)),
+    "base-random": Preset(
+        "base-random", "wav2vec2-base's size with random weights: for speed measurements only (it does not learn "
+        "in a CPU budget)", recipe=dict(freeze_feature_encoder=False), measurement_only=True),
+    # The test suite's miniature (a 7-layer conv front end at 1/1000 of the size): fast, but it does not learn
+    # in any short recipe, so it is not offered to users.
+    "tiny": Preset("tiny", "test fixture", recipe=dict(epochs=10, batch_size=16, grad_accum=1, lr_backbone=1e-4),
+                   offered=False),
+}
 
 
 @dataclass
@@ -256,19 +307,23 @@ def _open_cache(cache):
     return cache
 
 
-def _build_model(args: TrainArgs, labels: list[str], model) -> AsitForAudioClassification:
+def _build_model(args: TrainArgs, labels: list[str], model, clip_seconds: float) -> AsitForAudioClassification:
     if model is None:
-        if args.preset not in _RANDOM_INIT_BACKBONES:
-            require_hub_model(BASE_CHECKPOINT if args.preset == "base" else args.preset)  # fail in seconds, clearly
+        preset = PRESETS.get(args.preset)
+        if preset is None or not preset.offline:
+            require_hub_model(preset.backbone if preset else args.preset)  # fail in seconds, with what to do
         torch.manual_seed(args.seed)  # the head's initialisation is part of the run
+        # the model's window is the cache's: predict then cuts long audio into the windows it was trained on
+        config_kwargs = {"clip_seconds": clip_seconds, **args.model_kwargs}
         return AsitForAudioClassification.from_backbone(
-            args.preset, labels=labels, pooling=args.pooling, **args.model_kwargs
+            args.preset, labels=labels, pooling=args.pooling, **config_kwargs
         )
     if isinstance(model, (str, Path)):
         model = AsitForAudioClassification.from_pretrained(str(model))
     model_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if model_labels != list(labels):
         raise ValueError(f"the model's labels {model_labels} differ from the cache's {list(labels)}")
+    model.config.clip_seconds = clip_seconds  # fine-tuned on this cache's windows: predict uses them
     return model
 
 
@@ -344,10 +399,7 @@ def train(
     from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
-    unknown = set(kwargs) - {f.name for f in fields(TrainArgs)}
-    if unknown:
-        raise TypeError(f"unknown training argument(s) {sorted(unknown)}; see TrainArgs")
-    args = TrainArgs(**kwargs)
+    args = TrainArgs.for_preset(**kwargs)
     started = time.perf_counter()
     cache = _open_cache(cache)
     out = Path(out)
@@ -393,7 +445,7 @@ def train(
 
     # -- model, data, optimiser ----------------------------------------------------------------------------
     set_seed(args.seed)
-    net = _build_model(args, labels, model)
+    net = _build_model(args, labels, model, cache.clip_samples / cache.sample_rate)
     _set_trainable(net, args)
     if args.gradient_checkpointing and args.mode != "head":
         net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -63,3 +63,62 @@ def test_explain_recognises_hub_failures_and_leaves_bugs_alone(monkeypatch):
     assert "could not be reached" in text and "hf download facebook/wav2vec2-base" in text
     assert messages.explain(KeyError("a bug")) is None
     assert messages.explain(ValueError("bad input")) == "error: bad input"
+
+
+def test_train_flags_are_generated_from_train_args():
+    """Every TrainArgs field has a flag whose help comes from the field and shows its default(s)."""
+    from dataclasses import fields
+
+    from asit_helpers.cli import build_parser
+    from asit_helpers.train import TrainArgs
+
+    train_parser = build_parser()._subparsers._group_actions[0].choices["train"]
+    flags = {a.dest: a for a in train_parser._actions if not (a.help or "").startswith("deprecated")}
+    for f in fields(TrainArgs):
+        assert f.name in flags, f"--{f.name.replace('_', '-')} missing"
+        assert f.metadata["help"] in flags[f.name].help and "(default " in flags[f.name].help
+    assert "tiny-fb: 60" in flags["epochs"].help  # the offline preset's recipe is shown beside the default
+    assert "tiny" not in flags["preset"].metavar.replace("tiny-fb", "")  # the test fixture is not offered
+
+
+def test_a_preset_alone_trains_its_recipe(monkeypatch, train_cache, tmp_path, capsys):
+    import asit_helpers.train as train_module
+    from asit_helpers.train import PRESETS, TrainArgs
+
+    seen = {}
+
+    def fake_train(cache, out, **kwargs):
+        seen.update(kwargs)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(train_module, "train", fake_train)
+    code, text = run(capsys, "train", train_cache.folder, "--out", tmp_path / "k", "--preset", "tiny-fb")
+    settings = {k: v for k, v in seen.items() if k not in ("model", "resume", "overwrite", "device", "copy_to")}
+    assert settings == {"preset": "tiny-fb"}  # nothing else: the recipe decides
+    args = TrainArgs.for_preset(**settings)
+    assert all(getattr(args, k) == v for k, v in PRESETS["tiny-fb"].recipe.items())
+    assert "preset tiny-fb: pooling=attention" in text and "epochs=60" in text
+    run(capsys, "train", train_cache.folder, "--out", tmp_path / "k", "--preset", "tiny-fb", "--epochs", "3",
+        "--no-augment", "--model-kwargs", '{"num_heads": 2}')
+    assert seen["epochs"] == 3 and seen["augment"] is None and seen["model_kwargs"] == {"num_heads": 2}
+    assert "mode" not in seen  # one flag overrides one field
+
+
+def test_test_fixture_preset_is_refused_and_base_random_warned(monkeypatch, train_cache, tmp_path, capsys):
+    import asit_helpers.train as train_module
+
+    monkeypatch.setattr(train_module, "train", lambda *a, **k: (_ for _ in ()).throw(ValueError("stopped")))
+    code, text = run(capsys, "train", train_cache.folder, "--out", tmp_path / "k", "--preset", "tiny")
+    assert code == 2 and "test fixture" in text and "--preset tiny-fb" in text
+    code, text = run(capsys, "train", train_cache.folder, "--out", tmp_path / "k", "--preset", "base-random")
+    assert "speed measurements" in text and "stopped" in text
+
+
+def test_deprecated_flags_still_work(monkeypatch, train_cache, tmp_path, capsys):
+    import asit_helpers.train as train_module
+
+    seen = {}
+    monkeypatch.setattr(train_module, "train", lambda *a, **k: seen.update(k) or (_ for _ in ()).throw(ValueError("x")))
+    _, text = run(capsys, "train", train_cache.folder, "--out", tmp_path / "k", "--preset", "tiny-fb",
+                  "--train-feature-encoder", "--mixed-precision", "no")
+    assert seen["freeze_feature_encoder"] is False and seen["precision"] == "fp32" and "deprecated" in text

@@ -26,7 +26,7 @@ def _weights(path):
 def test_head_fast_path_gives_a_full_checkpoint(train_cache, tmp_path):
     out = tmp_path / "ck"
     drive = tmp_path / "drive" / "ck"  # stands in for a mounted Google Drive folder
-    result = train(train_cache, out, mode="head", lr_head=5e-3, embeddings_dir=tmp_path / "emb", copy_to=drive,
+    result = train(train_cache, out, preset="tiny", mode="head", lr_head=5e-3, embeddings_dir=tmp_path / "emb", copy_to=drive,
                    progress=False, **FAST)
     assert sorted(p.name for p in drive.iterdir()) == sorted(p.name for p in out.iterdir())
 
@@ -69,7 +69,7 @@ def test_head_fast_path_gives_a_full_checkpoint(train_cache, tmp_path):
 
 def test_fast_path_matches_running_the_backbone(train_cache, tmp_path):
     """Cached float16 hidden states train the same model as running the frozen backbone every step."""
-    common = dict(mode="head", augment=None, lr_head=5e-3, progress=False, **FAST)
+    common = dict(preset="tiny", mode="head", augment=None, lr_head=5e-3, progress=False, **FAST)
     fast = train(train_cache, tmp_path / "fast", fast=True, embeddings_dir=tmp_path / "emb", **common)
     slow = train(train_cache, tmp_path / "slow", fast=False, **common)
     for a, b in zip(fast.history, slow.history):
@@ -82,7 +82,7 @@ def test_fast_path_matches_running_the_backbone(train_cache, tmp_path):
 def test_partial_mode_trains_only_the_top_layers(train_cache, tmp_path):
     torch.manual_seed(0)
     fresh = AsitForAudioClassification.from_backbone("tiny", labels=train_cache.labels).state_dict()
-    train(train_cache, tmp_path / "ck", mode="partial", top_layers=1, epochs=1, batch_size=8, progress=False)
+    train(train_cache, tmp_path / "ck", preset="tiny", mode="partial", top_layers=1, epochs=1, batch_size=8, progress=False)
     saved = _weights(tmp_path / "ck")
     changed = {n for n, v in fresh.items() if not torch.equal(saved[n], v)}
     assert any(n.startswith("backbone.encoder.layers.1.") for n in changed)
@@ -92,7 +92,7 @@ def test_partial_mode_trains_only_the_top_layers(train_cache, tmp_path):
 
 
 def test_full_mode_with_accumulation_balance_and_mixup(train_cache, tmp_path):
-    result = train(train_cache, tmp_path / "ck", mode="full", epochs=1, batch_size=4, grad_accum=2,
+    result = train(train_cache, tmp_path / "ck", preset="tiny", mode="full", epochs=1, batch_size=4, grad_accum=2,
                    balance="sampler", mixup_alpha=0.4, freeze_feature_encoder=False, progress=False)
     h = result.history[0]
     assert np.isfinite(h["train_loss"]) and np.isfinite(h["val_loss"])
@@ -106,14 +106,14 @@ def test_full_mode_with_accumulation_balance_and_mixup(train_cache, tmp_path):
 
 def test_refuses_to_overwrite_and_bad_arguments(train_cache, tmp_path):
     out = tmp_path / "ck"
-    train(train_cache, out, mode="head", epochs=1, batch_size=8, embeddings_dir=tmp_path / "emb", progress=False)
+    train(train_cache, out, preset="tiny", mode="head", epochs=1, batch_size=8, embeddings_dir=tmp_path / "emb", progress=False)
     with pytest.raises(FileExistsError, match="resume=True"):
-        train(train_cache, out, mode="head", epochs=1, progress=False)
+        train(train_cache, out, preset="tiny", mode="head", epochs=1, progress=False)
     # resuming a finished run returns it without training again
-    again = train(train_cache, out, mode="head", epochs=1, batch_size=8, resume=True, progress=False)
+    again = train(train_cache, out, preset="tiny", mode="head", epochs=1, batch_size=8, resume=True, progress=False)
     assert again.best_epoch == 1 and len(again.history) == 1
     with pytest.raises(ValueError, match="different settings"):
-        train(train_cache, out, mode="head", epochs=3, batch_size=8, resume=True, progress=False)
+        train(train_cache, out, preset="tiny", mode="head", epochs=3, batch_size=8, resume=True, progress=False)
     with pytest.raises(TypeError, match="unknown training argument"):
         train(train_cache, tmp_path / "x", learning_rate=1.0)
     with pytest.raises(ValueError, match="fast path needs mode='head'"):
@@ -160,8 +160,8 @@ def test_cli_train_then_evaluate_json(train_cache, tmp_path, capsys):
     from asit_helpers.cli import main
 
     out = tmp_path / "ck"
-    rc = main(["train", str(train_cache.folder), "--out", str(out), "--mode", "head", "--epochs", "1",
-               "--pooling", "mean", "--batch-size", "8", "--train-feature-encoder", "--no-augment"])
+    rc = main(["train", str(train_cache.folder), "--out", str(out), "--preset", "tiny-fb", "--mode", "head",
+               "--epochs", "1", "--pooling", "mean", "--batch-size", "8", "--no-augment"])
     assert rc == 0 and (out / "model.safetensors").exists()
     saved_args = json.loads((out / "training_args.json").read_text())
     assert saved_args["freeze_feature_encoder"] is False and saved_args["augment"] is None
@@ -174,5 +174,34 @@ def test_cli_train_then_evaluate_json(train_cache, tmp_path, capsys):
     # mean pooling spreads its weight evenly, so its share inside the event is exactly the chance share
     assert report["attention_in_event"] == pytest.approx(report["attention_chance"], abs=1e-5)
     # an existing run is refused with a clear message, not a traceback
-    assert main(["train", str(train_cache.folder), "--out", str(out), "--mode", "head", "--epochs", "1"]) == 2
+    assert main(["train", str(train_cache.folder), "--out", str(out), "--preset", "tiny-fb", "--epochs", "1"]) == 2
     assert "resume" in capsys.readouterr().err
+
+
+def test_clip_seconds_flow_from_the_cache_into_the_model(train_cache, tmp_path):
+    """A model trained on a 2 s cache has a 2 s window: predict cuts 4 s of audio into 3 half-overlapping windows."""
+    from asit_helpers import predict
+
+    assert train_cache.clip_samples == 2 * 16000
+    result = train(train_cache, tmp_path / "ck", preset="tiny", mode="head", epochs=1, batch_size=8,
+                   embeddings_dir=tmp_path / "emb", progress=False)
+    assert result.model.config.clip_seconds == 2.0
+    saved = json.loads((tmp_path / "ck" / "config.json").read_text())
+    assert saved["clip_seconds"] == 2.0
+    pred = predict(tmp_path / "ck", np.zeros(4 * 16000, dtype=np.float32) + 0.01)
+    assert [(w.start_s, w.end_s) for w in pred.windows] == [(0.0, 2.0), (1.0, 3.0), (2.0, 4.0)]
+    args = json.loads((tmp_path / "ck" / "training_args.json").read_text())
+    assert args["precision"] == "auto" and args["precision_used"] == "fp32" and "CPU" in args["precision_reason"]
+
+
+def test_presets_carry_their_recipes():
+    from asit_helpers.train import PRESETS, TrainArgs
+
+    assert TrainArgs().preset == "base" and TrainArgs.for_preset().mode == PRESETS["base"].recipe.get("mode", "full")
+    fb = TrainArgs.for_preset("tiny-fb")
+    assert (fb.freeze_feature_encoder, fb.epochs) == (False, PRESETS["tiny-fb"].recipe["epochs"])
+    assert TrainArgs.for_preset("tiny-fb", epochs=2).epochs == 2  # an override changes one field
+    assert TrainArgs.for_preset("some/hub-model").lr_backbone == TrainArgs().lr_backbone  # base's recipe
+    assert [n for n, p in PRESETS.items() if p.offered] == ["base", "tiny-fb", "base-random"]
+    with pytest.raises(TypeError, match="unknown training argument"):
+        TrainArgs.for_preset("tiny-fb", learning_rate=1.0)

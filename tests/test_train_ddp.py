@@ -31,7 +31,7 @@ WORKER = textwrap.dedent(
             h.update(name.encode()); h.update(p.detach().float().numpy().tobytes())
         seen[info["step"]] = h.hexdigest()
 
-    result = train(AudioCache.open(cache_dir), out, mode="partial", top_layers=1, epochs=1, batch_size=4,
+    result = train(AudioCache.open(cache_dir), out, preset="tiny", mode="partial", top_layers=1, epochs=1, batch_size=4,
                    lr_head=3e-3, lr_backbone=1e-3, progress=False, overwrite=True, callbacks=[fingerprint])
     import torch.distributed as dist
     rank = int(os.environ["RANK"])

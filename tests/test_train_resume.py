@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from asit_helpers.train import train
 
 # full mode with augmentation, dropout and mixup: every kind of randomness a resume must replay
-KW = dict(mode="full", epochs=2, batch_size=4, save_every=3, mixup_alpha=0.2, lr_head=3e-3, lr_backbone=1e-3)
+KW = dict(preset="tiny", mode="full", epochs=2, batch_size=4, save_every=3, mixup_alpha=0.2, lr_head=3e-3, lr_backbone=1e-3)
 
 WORKER = textwrap.dedent(
     """
