@@ -344,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_precision(p)
     p.add_argument("--faithfulness", action="store_true",
                    help="also run deletion/insertion tests of attention vs random, energy, gradient x input and "
-                        "occlusion (slow: ~40 forward passes per clip and saliency)")
+                        "occlusion (slow: ~22 forward passes per clip and saliency)")
     p.add_argument("--faithfulness-figure", type=Path, default=None, metavar="PNG",
                    help="save the deletion/insertion curves here (implies --faithfulness)")
     p.set_defaults(func=_cmd_evaluate)

@@ -258,7 +258,7 @@ def evaluate(
         precision: the backbone's precision, resolved as ``predict`` resolves it (``"auto"``, ``"fp32"``,
             ``"bf16"``, ``"fp16"``; see :func:`asit_helpers.runtime.resolve_precision`).
         faithfulness: also run the deletion/insertion tests of :mod:`asit_helpers.explain` on the split
-            (``report.faithfulness``; ``report.faithfulness.plot()`` draws the curves). Costs ~40 forward passes
+            (``report.faithfulness``; ``report.faithfulness.plot()`` draws the curves). Costs ~22 forward passes
             per clip and saliency.
 
     Returns:

@@ -1,10 +1,10 @@
 """Does the model rely on what it attends to? Deletion and insertion tests of saliencies (faithfulness).
 
 A saliency ranks a clip's frames (20 ms each) by how much they should matter. The **deletion** test removes the
-top-ranked audio step by step (the top 5 %, 10 %, ... of the frames) and records the true class's probability; a
-faithful saliency makes it fall early, so the area under the curve (AUC) is small. **Insertion** is the reverse:
-start from a clip with everything removed and put the top-ranked frames back; a faithful saliency makes the
-probability rise early (a large AUC). Saliencies compared:
+top-ranked audio step by step (by default the top 10 %, 20 %, ... of the frames) and records the true class's
+probability; a faithful saliency makes it fall early, so the area under the curve (AUC) is small. **Insertion**
+is the reverse: start from a clip with everything removed and put the top-ranked frames back; a faithful saliency
+makes the probability rise early (a large AUC). Saliencies compared:
 
 - ``attention``: the pooling weights (summed over heads), and ``attention_head{h}`` for each head of a multi-head
   pooling: the model's own answer to "when was the evidence".
@@ -368,6 +368,30 @@ class FaithfulnessReport:
             "replacement": self.replacement,
         }
 
+    def reading(self, tie: float = 0.02) -> str:
+        """A plain-language reading of :meth:`summary`, written from the numbers (so it is true of this run):
+        is attention more faithful than a random order, and than each other baseline? Deletion AUCs within
+        ``tie`` of each other are called a tie."""
+        s = {k: v["deletion_auc"] for k, v in self.summary().items() if v["deletion_auc"] is not None}
+        if "attention" not in s:
+            return "No clip could be tested (none has a real frame), so there is nothing to read."
+        att = s["attention"]
+        lines = []
+        base = float(np.nanmean(self.original)) if self.original is not None else float("nan")
+        if np.isfinite(base) and base < 0.5:
+            lines.append(f"Caution: on the intact clips the model gives the true class only {base:.2f} on average, "
+                         "so removing audio has little to take away and these curves say little.")
+        for name in [n for n in s if n != "attention" and not n.startswith("attention_head")]:
+            other = s[name]
+            if att < other - tie:
+                verdict = f"attention is more faithful than {name}"
+            elif att > other + tie:
+                verdict = f"attention is NOT more faithful than {name}: {name} finds the frames the model needs sooner"
+            else:
+                verdict = f"attention and {name} are about as faithful (a tie within {tie})"
+            lines.append(f"Deletion AUC {att:.3f} (attention) vs {other:.3f} ({name}): {verdict}.")
+        return "\n".join(lines)
+
     def plot(self, **kwargs):
         """The deletion and insertion curves (:func:`asit_helpers.viz.plot_deletion_curves`)."""
         from .viz import plot_deletion_curves
@@ -380,7 +404,7 @@ def faithfulness(
     waveforms: Sequence[np.ndarray],
     targets: Sequence[int],
     saliencies: Sequence[str] = SALIENCIES,
-    steps: int = 20,
+    steps: int = 10,
     replacement: str = "background",
     batch_size: int = 16,
     seed: int = 0,
@@ -500,12 +524,15 @@ class TwoEventReport:
         share_winner = np.where(won["top1_is"] == "A", won["share_A"], won["share_B"])
         share_other = np.where(won["top1_is"] == "A", won["share_B"], won["share_A"])
         rate = lambda mask: round(float(np.mean(mask)), 4) if len(mask) else None  # noqa: E731
+        classes = self.probabilities.shape[1] if self.probabilities is not None else 0
         return {
             "clips": int(len(df)),
             "pooling": self.pooling,
             "heads": self.heads,
             "top1_is_one_of_the_two": rate(hit),
+            "top1_chance": round(2 / classes, 4) if classes else None,  # a random ranking
             "top2_accuracy": rate(df["top2_both"]),
+            "top2_chance": round(2 / (classes * (classes - 1)), 4) if classes > 1 else None,
             "top1_is_A": rate(df["top1_is"] == "A"),
             "follows_louder": rate(won["top1_is"] == won["louder"]),
             "follows_longer": rate(won["top1_is"] == won["longer"]),
@@ -520,6 +547,27 @@ class TwoEventReport:
                 for h in range(self.heads)
             },
         }
+
+
+    def describe(self) -> str:
+        """The summary in sentences, each rate with its chance baseline (written from the numbers)."""
+        s = self.summary()
+        pct = lambda v: "n/a" if v is None else f"{v:.0%}"  # noqa: E731
+        lines = [
+            f"{s['clips']} clips with two events ({self.pooling} pooling, {self.heads} head(s)): the top class is one "
+            f"of the two in {pct(s['top1_is_one_of_the_two'])} (chance {pct(s['top1_chance'])}); both are the top "
+            f"two in {pct(s['top2_accuracy'])} (top-2 accuracy; chance {s['top2_chance']:.1%}).",
+            f"When it names one of them, it names the louder in {pct(s['follows_louder'])} and the longer in "
+            f"{pct(s['follows_longer'])} (chance 50 %); where the louder is the shorter ({s['louder_is_shorter_clips']} "
+            f"clips), the louder wins in {pct(s['follows_louder_when_it_is_shorter'])}.",
+        ]
+        if s["attention_on_winner"] is not None:
+            lines.append(f"Attention inside the named event's window {s['attention_on_winner']:.2f}, inside the other's "
+                         f"{s['attention_on_other']:.2f}, on neither {s['attention_on_neither']:.2f} (mean of heads).")
+        if self.heads > 1:
+            lines.append(f"The heads split the two events between them (one head on each) in "
+                         f"{pct(s['heads_take_both_events'])} of the clips.")
+        return "\n".join(lines)
 
 
 def two_event_report(model: AsitForAudioClassification, folder, batch_size: int = 16) -> TwoEventReport:

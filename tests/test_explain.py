@@ -223,6 +223,7 @@ def test_two_event_report(tmp_path):
         ranks = rep.probabilities.argsort(axis=1)[:, 0]
         assert (df["top2_both"].to_numpy() == (np.array(classes)[ranks] == np.array(third))).all()
     assert reports["single"].heads == 1 and reports["single"].summary()["heads_take_both_events"] == 0.0
+    assert "top-2 accuracy" in reports["single"].describe() and "heads split" in reports["multi"].describe()
     assert set(reports["multi"].summary()["head_takes"]) == {"head0", "head1"}
     from asit_helpers.audio import load_audio
 
@@ -256,4 +257,18 @@ def test_evaluate_and_cli_faithfulness(train_cache, tmp_path, capsys):
     assert details["n"] == len(train_cache.indices("test")) and details["replacement"] == "background"
     test_labels = set(train_cache.manifest["label"].iloc[train_cache.indices("test")])
     assert set(details["per_class"]) == test_labels
-    assert len(details["curves"]["fractions"]) == 21 and png.stat().st_size > 10_000
+    assert len(details["curves"]["fractions"]) == 11 and png.stat().st_size > 10_000
+
+
+def test_reading_is_written_from_the_numbers(evidence_report):
+    text = evidence_report.reading()
+    assert "attention is more faithful than random" in text
+    r = evidence_report
+    flipped = type(r)(r.fractions, {"attention": r.deletion["random"], "random": r.deletion["attention"]},
+                      {"attention": r.insertion["random"], "random": r.insertion["attention"]}, r.labels,
+                      r.replacement, original=r.original)
+    assert "attention is NOT more faithful than random" in flipped.reading()
+    tie = type(r)(r.fractions, {"attention": r.deletion["attention"], "energy": r.deletion["attention"] + 0.001},
+                  {"attention": r.insertion["attention"], "energy": r.insertion["attention"]}, r.labels,
+                  r.replacement, original=r.original * 0.1)
+    assert "about as faithful" in tie.reading() and tie.reading().startswith("Caution")
