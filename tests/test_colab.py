@@ -353,3 +353,13 @@ def test_the_package_builds_without_deprecation_warnings(tmp_path):
     with zipfile.ZipFile(wheel) as zf:
         metadata = zf.read(next(n for n in zf.namelist() if n.endswith("METADATA"))).decode()
     assert "License-Expression: MIT" in metadata
+
+
+def test_no_kaggle_credentials_is_two_lines_in_a_notebook(content, tmp_path):
+    """01 with a Kaggle slug and no credentials anywhere (the upload cell skipped): what is missing, where to add it."""
+    ws = notebooks.workspace(tmp_path / "work")
+    with pytest.raises(messages.LessonStop) as stop:
+        notebooks.fetch_source(ws, "someone/some-dataset", offline=False)
+    what, todo = stop.value._render_traceback_()
+    assert what == "no Kaggle credentials found for downloading 'someone/some-dataset'."
+    assert todo == sources.KAGGLE_TODO and "KAGGLE_API_TOKEN" in todo and 'DATASET = "esc22"' in todo
