@@ -87,15 +87,17 @@ def workspace_root(work_dir: str | Path | None = None, use_drive: bool = False) 
 
 
 def _remove_uploaded_copy(name: str, data: bytes, folder: Path) -> Path | None:
-    """Colab's uploader writes every picked file into the working folder: remove that copy (only if it is the very
-    file that was picked, so nothing else of the same name is ever deleted)."""
-    copy = folder / Path(name).name
-    try:
-        if copy.is_file() and copy.read_bytes() == bytes(data):
-            copy.unlink()
-            return copy
-    except OSError:
-        pass
+    """Colab's uploader writes every picked file into the working folder (as ``name``, or ``name (1).ext`` when
+    that exists): remove that copy, only if it is the very file that was picked, so nothing else is ever deleted."""
+    picked = Path(name)
+    candidates = [folder / picked.name, *sorted(folder.glob(f"{picked.stem} (*){picked.suffix}"))]
+    for copy in candidates:
+        try:
+            if copy.is_file() and copy.read_bytes() == bytes(data):
+                copy.unlink()
+                return copy
+        except OSError:
+            continue
     return None
 
 
