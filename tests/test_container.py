@@ -12,6 +12,8 @@ one-line reason, because a first build takes minutes. Without podman they skip, 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -71,7 +73,7 @@ def test_serving_modules_import_only_the_serving_requirements():
     assert out.strip() == "[]", f"the serving modules import {out.strip()}: add them to deploy/requirements-serve.txt"
 
 
-def test_serve_settings_come_from_the_environment(monkeypatch, capsys):
+def test_serve_settings_come_from_the_environment(monkeypatch):
     from asit_helpers.cli import build_parser
 
     monkeypatch.setenv("ASIT_THREADS", "7")
@@ -82,8 +84,9 @@ def test_serve_settings_come_from_the_environment(monkeypatch, capsys):
     assert args.cors_origin == ["https://a.example", "https://b.example"]
     assert build_parser().parse_args(["serve", "ckpt", "--threads", "3"]).threads == 3  # a flag still wins
     monkeypatch.setenv("ASIT_THREADS", "many")
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as err:
         build_parser().parse_args(["serve", "ckpt"])
+    assert "--threads: invalid int value: 'many'" in err.getvalue()
     assert build_parser().parse_args(["predict", "ckpt", "x.wav"]).top_k == 5  # other subcommands unaffected
 
 
