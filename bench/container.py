@@ -92,8 +92,7 @@ def main() -> None:
     results = {"machine": machine_info(), "image": TAG, "image_size_mb": round(size_mb), "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for preset in args.models:
-            checkpoint = save_random_model(preset, Path(tmp))
-            checkpoint.chmod(0o755)  # the container's non-root user reads it through the bind mount
+            checkpoint = ci.share_with_container(save_random_model(preset, Path(tmp)))
             print(f"{preset}: {args.rounds} rounds x {args.requests} requests, {args.concurrency} clients")
             results["models"][preset] = run_model(checkpoint, body, args)
     results["machine"]["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]

@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover
     from loadtest import ServerProcess, free_port, hammer
 
 __all__ = ["ServerProcess", "free_port", "hammer", "podman_command", "podman", "ensure_base", "build_image",
-           "image_size_mb", "running", "wait_healthy"]
+           "image_size_mb", "share_with_container", "running", "wait_healthy"]
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_IMAGE = "localhost/asit-base:bookworm"
@@ -138,6 +138,15 @@ def build_image(tag: str, log=print) -> float:
 
 def image_size_mb(tag: str) -> float:
     return int(podman("image", "inspect", "--format", "{{.Size}}", tag).stdout.strip()) / 1e6
+
+
+def share_with_container(checkpoint: Path) -> Path:
+    """Let the container's non-root user read a checkpoint through the bind mount (temporary folders are 0700,
+    and some files are written 0600)."""
+    checkpoint.chmod(0o755)
+    for path in checkpoint.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return checkpoint
 
 
 @contextlib.contextmanager

@@ -135,10 +135,7 @@ def checkpoint(tmp_path_factory) -> Path:
                               feat_extract_norm="layer", do_stable_layer_norm=True)
     path = tmp_path_factory.mktemp("container-ckpt") / "tiny-container"
     AsitForAudioClassification.from_backbone(backbone, labels=LABELS).save_pretrained(path)
-    path.chmod(0o755)  # the container's user (not root) reads it through the bind mount
-    for f in path.iterdir():
-        f.chmod(0o644)
-    return path
+    return ci.share_with_container(path)
 
 
 @pytest.fixture(scope="module")
