@@ -8,10 +8,12 @@
 #   TORCH            the torch requirement (default: any torch 2.x, as pyproject.toml allows)
 #   TORCH_PIP_ARGS   where pip finds torch: PyTorch's CPU-only index by default (PyPI's plain `torch` is a
 #                    multi-GB CUDA build); e.g. "--index-url https://download.pytorch.org/whl/cu124" for CUDA
-#   PIP_CERT         a CA bundle for pip, for networks that re-sign TLS (mount it during the build; never baked in)
-#   PIP_FIND_LINKS   a folder of wheels for pip (mount it during the build), e.g. a local torch wheel
-# Runtime settings are environment variables read by `asit serve` (ASIT_<FLAG>, see README "Deploy"):
-#   ASIT_THREADS, ASIT_MAX_UPLOAD_MB, ASIT_MAX_SECONDS, ASIT_BATCHING, ASIT_PORT; OMP_NUM_THREADS for torch.
+#   PIP_CERT         a CA bundle for pip, for networks that re-sign TLS
+#   PIP_FIND_LINKS   a folder of wheels for pip, e.g. a local torch wheel
+#                    (as the test does: `podman build -v HOST_PATH:PATH:ro`; pip reads both from the build steps'
+#                    environment, and build arguments are not kept in the image)
+# Runtime settings are environment variables read by `asit serve`, ASIT_<FLAG> for each flag (README "Deploy"):
+#   ASIT_THREADS, ASIT_MAX_UPLOAD_MB, ASIT_MAX_SECONDS, ASIT_BATCHING, ASIT_PRECISION...; OMP_NUM_THREADS for torch.
 ARG BASE=python:3.11-slim
 FROM ${BASE}
 
