@@ -156,28 +156,55 @@ class WaveformCollator:
 
 
 class EmbeddingDataset(Dataset):
-    """Cached backbone outputs as ``{"hidden": (T, D) float32, "frame_mask": (T,) bool, "labels", "index"}``."""
+    """Cached backbone outputs as ``{"hidden": (T, D) float32, "frame_mask": (T,) bool, "labels", "index"}``.
 
-    def __init__(self, store: "EmbeddingStore", indices: Sequence[int], labels: np.ndarray):
+    With ``use_views`` (training, on a store with augmented views), each epoch reads one version of each clip:
+    the clean one or one of its views, drawn uniformly by a generator seeded with ``(seed, epoch, clip index)``, so
+    a resumed epoch reads the same versions. Call :meth:`set_epoch` at the start of every epoch.
+    """
+
+    def __init__(self, store: "EmbeddingStore", indices: Sequence[int], labels: np.ndarray,
+                 use_views: bool = False, seed: int = 0):
         self.store = store
         self.indices = np.asarray(indices, dtype=np.int64)
         self.labels = labels
+        self.use_views = bool(use_views and store.num_views)
+        self.seed = int(seed)
+        self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:  # nothing random here; kept so both datasets look alike
-        pass
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.indices)
 
+    def view_of(self, idx: int) -> int:
+        """Which version of clip ``idx`` this epoch reads: 0 = clean, ``v`` = augmented view ``v``."""
+        if not self.use_views or idx not in self.store.view_row:
+            return 0
+        return int(np.random.default_rng([self.seed, self.epoch, idx]).integers(0, self.store.num_views + 1))
+
+    def _read(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Hidden states and frame masks of clips ``idx`` (sorted reads of the memmaps, in ``idx``'s order)."""
+        store = self.store
+        hidden = np.empty((len(idx),) + store.hidden.shape[1:], dtype=np.float32)
+        mask = np.empty((len(idx),) + store.frame_mask.shape[1:], dtype=bool)
+        view = np.array([self.view_of(int(j)) for j in idx], dtype=np.int64)
+        clean = np.flatnonzero(view == 0)
+        order = clean[np.argsort(idx[clean], kind="stable")]
+        hidden[order] = store.hidden[idx[order]]
+        mask[order] = store.frame_mask[idx[order]]
+        for k in np.flatnonzero(view > 0):
+            row = store.view_row[int(idx[k])]
+            hidden[k] = store.views[row, view[k] - 1]
+            mask[k] = store.view_mask[row, view[k] - 1]
+        return hidden, mask
+
     def __getitems__(self, positions: list[int]) -> list[dict]:
-        """A whole batch in one sorted read of the memmaps (DataLoader uses this when it exists): one call
-        instead of a Python-level read per clip, which dominates an epoch once the backbone is out of the loop."""
+        """A whole batch in one call (DataLoader uses this when it exists): sorted reads of the memmaps instead of
+        a Python-level read per clip, which dominates an epoch once the backbone is out of the loop."""
         idx = self.indices[np.asarray(positions, dtype=np.int64)]
-        order = np.argsort(idx, kind="stable")
-        hidden = np.empty((len(idx),) + self.store.hidden.shape[1:], dtype=np.float32)
-        hidden[order] = self.store.hidden[idx[order]]
-        mask = np.empty((len(idx),) + self.store.frame_mask.shape[1:], dtype=bool)
-        mask[order] = self.store.frame_mask[idx[order]]
+        hidden, mask = self._read(idx)
         hidden_t, mask_t = torch.from_numpy(hidden), torch.from_numpy(mask)
         return [
             {"hidden": hidden_t[k], "frame_mask": mask_t[k], "labels": torch.tensor(int(self.labels[j])),
@@ -186,13 +213,7 @@ class EmbeddingDataset(Dataset):
         ]
 
     def __getitem__(self, i: int) -> dict:
-        idx = int(self.indices[i])
-        return {
-            "hidden": torch.from_numpy(np.array(self.store.hidden[idx], dtype=np.float32)),
-            "frame_mask": torch.from_numpy(np.array(self.store.frame_mask[idx], dtype=bool)),
-            "labels": torch.tensor(int(self.labels[idx]), dtype=torch.long),
-            "index": torch.tensor(idx, dtype=torch.long),
-        }
+        return self.__getitems__([i])[0]
 
 
 class EpochSampler(Sampler[int]):
@@ -243,10 +264,13 @@ def _cache_dir(cache) -> Path | None:
     return None
 
 
-def embedding_fingerprint(model, cache) -> str:
+def embedding_fingerprint(model, cache, extra: dict | None = None) -> str:
     """A key for "this backbone's outputs on this cache": the backbone's weights and config, the pooling input
-    (last layer or all layers), and the cache's clips (manifest paths and lengths)."""
+    (last layer or all layers), the cache's clips (manifest paths and lengths), and ``extra`` (what else decides
+    the stored arrays: the layer they were taken at, the augmented views)."""
     h = hashlib.sha256()
+    if extra:
+        h.update(json.dumps(extra, sort_keys=True, default=str).encode())
     h.update(json.dumps(model.config.backbone_config.to_dict(), sort_keys=True, default=str).encode())
     h.update(str(bool(model.config.layer_weighted_sum)).encode())
     h.update(str(bool(model.config.do_normalize)).encode())
@@ -260,11 +284,17 @@ def embedding_fingerprint(model, cache) -> str:
 
 
 class EmbeddingStore:
-    """The frozen backbone's hidden states for every clip of a cache, on disk in float16 (numpy memmaps).
+    """The frozen part of the backbone's output for every clip of a cache, on disk in float16 (numpy memmaps).
+
+    Head mode stores the last layer (what the pooling reads); partial mode stores the input of the first trained
+    transformer layer (``layer``), plus ``views`` augmented versions of each training clip, because waveform
+    augmentation cannot be applied to activations after the fact.
 
     Layout of ``directory``: ``hidden.npy`` `(N, T, D)` (or `(N, L+1, T, D)` with ``layer_weighted_sum``),
-    ``frame_mask.npy`` `(N, T)` bool, ``meta.json`` (written last: a directory without it is incomplete and is
-    rebuilt). Arrays are written under temporary names and moved into place with ``os.replace``.
+    ``frame_mask.npy`` `(N, T)` bool; with views, ``views.npy`` `(M, V, T, D)`, ``views_mask.npy`` `(M, V, T)` and
+    ``view_clips.npy`` `(M,)` (the cache indices of those clips); ``meta.json`` (written last: a directory without
+    it is incomplete and is rebuilt). Arrays are written under temporary names and moved into place with
+    ``os.replace``.
     """
 
     def __init__(self, directory: Path):
@@ -272,9 +302,21 @@ class EmbeddingStore:
         self.meta = json.loads((self.directory / "meta.json").read_text())
         self.hidden = np.load(self.directory / "hidden.npy", mmap_mode="r")
         self.frame_mask = np.load(self.directory / "frame_mask.npy", mmap_mode="r")
+        self.layer = self.meta.get("layer")
+        self.views = self.view_mask = None
+        self.view_row: dict[int, int] = {}
+        if self.meta.get("views"):
+            self.views = np.load(self.directory / "views.npy", mmap_mode="r")
+            self.view_mask = np.load(self.directory / "views_mask.npy", mmap_mode="r")
+            clips = np.load(self.directory / "view_clips.npy")
+            self.view_row = {int(c): i for i, c in enumerate(clips)}
 
     def __len__(self) -> int:
         return int(self.hidden.shape[0])
+
+    @property
+    def num_views(self) -> int:
+        return 0 if self.views is None else int(self.views.shape[1])
 
     @classmethod
     def build(
@@ -285,12 +327,32 @@ class EmbeddingStore:
         batch_size: int = 16,
         device: str | torch.device | None = None,
         progress: bool = True,
+        *,
+        layer: int | None = None,
+        views: int = 0,
+        view_clips: Sequence[int] = (),
+        augment: Augment | None = None,
+        seed: int = 0,
     ) -> "EmbeddingStore":
-        """Run ``model.encode`` once over every clip of ``cache`` (or reuse a complete store with the same
-        fingerprint). ``directory`` defaults to ``<cache dir>/embeddings/<fingerprint>``."""
+        """Run the frozen part of ``model`` once over every clip of ``cache`` (or reuse a complete store with the
+        same fingerprint). ``directory`` defaults to ``<cache dir>/embeddings/<fingerprint>``.
+
+        Args:
+            layer: ``None``: the backbone's output (``model.encode``); an int: the input of that transformer layer
+                (``model.encode_lower``), for partial mode.
+            views, view_clips, augment, seed: also store ``views`` versions of the clips ``view_clips`` augmented
+                with ``augment`` (view ``v`` of clip ``i`` seeded by ``(seed, 1_000_000 + v, i)``).
+        """
         from tqdm.auto import tqdm
 
-        key = embedding_fingerprint(model, cache)
+        view_clips = np.asarray(view_clips if views and augment is not None else (), dtype=np.int64)
+        views = int(views) if len(view_clips) else 0
+        extra = None
+        if layer is not None or views:  # head-mode stores keep their old fingerprints
+            extra = {"layer": layer, "views": views, "seed": int(seed),
+                     "augment": augment.to_dict() if views else None,
+                     "view_clips": hashlib.sha256(view_clips.tobytes()).hexdigest() if views else None}
+        key = embedding_fingerprint(model, cache, extra)
         if directory is None:
             base = _cache_dir(cache)
             if base is None:
@@ -303,54 +365,75 @@ class EmbeddingStore:
                 return store
         directory.mkdir(parents=True, exist_ok=True)
         device = torch.device(device) if device is not None else model.device
+        frames = int(model.backbone._get_feat_extract_output_lengths(torch.tensor([int(cache.clip_samples)])).item())
+
+        def encode(batch):
+            inputs = batch["input_values"].to(device), batch["attention_mask"].to(device)
+            return model.encode(*inputs) if layer is None else model.encode_lower(*inputs, layer)
+
         was_training = model.training
         model.eval()
-        extractor = model.feature_extractor()
-        collate = WaveformCollator(extractor)
-        dataset = ClipDataset(cache, np.arange(len(cache)))
-        n = len(cache)
-        tmp_hidden = directory / "hidden.tmp.npy"
-        tmp_mask = directory / "frame_mask.tmp.npy"
-        hidden_mm = mask_mm = None
+        collate = WaveformCollator(model.feature_extractor())
+        written = []
         try:
             with torch.inference_mode():
-                for start in tqdm(range(0, n, batch_size), desc="encoding clips", disable=not progress, unit="batch"):
-                    batch = collate([dataset[i] for i in range(start, min(n, start + batch_size))])
-                    hidden, frame_mask = model.encode(
-                        batch["input_values"].to(device), batch["attention_mask"].to(device)
-                    )
-                    if hidden_mm is None:
-                        # clips are padded to the longest in the batch; size the store for the full window
-                        frames = int(
-                            model.backbone._get_feat_extract_output_lengths(
-                                torch.tensor([int(cache.clip_samples)])
-                            ).item()
-                        )
-                        shape = (n,) + tuple(hidden.shape[1:-2]) + (frames, hidden.shape[-1])
-                        hidden_mm = np.lib.format.open_memmap(tmp_hidden, mode="w+", dtype=np.float16, shape=shape)
-                        mask_mm = np.lib.format.open_memmap(tmp_mask, mode="w+", dtype=bool, shape=(n, frames))
-                    t = hidden.shape[-2]
-                    stop = start + hidden.shape[0]
-                    hidden_mm[start:stop] = 0
-                    hidden_mm[start:stop, ..., :t, :] = hidden.float().cpu().numpy().astype(np.float16)
-                    mask_mm[start:stop] = False
-                    mask_mm[start:stop, :t] = frame_mask.cpu().numpy()
-            hidden_mm.flush()
-            mask_mm.flush()
-            del hidden_mm, mask_mm
-            os.replace(tmp_hidden, directory / "hidden.npy")
-            os.replace(tmp_mask, directory / "frame_mask.npy")
-            meta = {"fingerprint": key, "clips": n, "dtype": "float16"}
+                clean = ClipDataset(cache, np.arange(len(cache)))
+                written += _encode_into(directory, "", clean, collate, encode, batch_size, frames, None,
+                                        tqdm, progress, "encoding clips")
+                if views:
+                    augmented = ClipDataset(cache, view_clips, augment=augment, seed=seed)
+                    written += _encode_into(directory, "views", augmented, collate, encode, batch_size, frames,
+                                            views, tqdm, progress, f"encoding {views} augmented views")
+                    tmp = directory / "view_clips.tmp.npy"
+                    np.save(tmp, view_clips)
+                    written.append((tmp, directory / "view_clips.npy"))
+            for tmp, final in written:
+                os.replace(tmp, final)
+            meta = {"fingerprint": key, "clips": len(cache), "dtype": "float16", "layer": layer, "views": views}
             tmp_meta = directory / "meta.tmp.json"
             tmp_meta.write_text(json.dumps(meta, indent=1))
             os.replace(tmp_meta, directory / "meta.json")
         finally:
             model.train(was_training)
-            for tmp in (tmp_hidden, tmp_mask):
-                if tmp.exists():
-                    tmp.unlink()
+            for tmp, _ in written:
+                tmp.unlink(missing_ok=True)
         return cls(directory)
 
     @staticmethod
     def remove(directory: str | Path) -> None:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _encode_into(directory: Path, name: str, dataset: ClipDataset, collate, encode, batch_size: int, frames: int,
+                 views: int | None, tqdm, progress: bool, desc: str) -> list[tuple[Path, Path]]:
+    """Encode ``dataset`` (``views`` times, each with its own augmentation seed, or once) into float16 memmaps
+    under temporary names; returns ``[(temporary, final path), ...]`` for the caller to move into place."""
+    hidden_name, mask_name = ("views", "views_mask") if views else ("hidden", "frame_mask")
+    tmp_hidden, tmp_mask = directory / f"{hidden_name}.tmp.npy", directory / f"{mask_name}.tmp.npy"
+    n, rounds = len(dataset), views or 1
+    hidden_mm = mask_mm = None
+    bar = tqdm(total=n * rounds, desc=desc, disable=not progress, unit="clip")
+    for view in range(rounds):
+        dataset.set_epoch(1_000_000 + view + 1)  # never a training epoch: views are their own draws
+        for start in range(0, n, batch_size):
+            batch = collate([dataset[i] for i in range(start, min(n, start + batch_size))])
+            hidden, frame_mask = encode(batch)
+            if hidden_mm is None:
+                # clips are padded to the longest in the batch; size the store for the full window
+                lead = (n, views) if views else (n,)
+                shape = lead + tuple(hidden.shape[1:-2]) + (frames, hidden.shape[-1])
+                hidden_mm = np.lib.format.open_memmap(tmp_hidden, mode="w+", dtype=np.float16, shape=shape)
+                mask_mm = np.lib.format.open_memmap(tmp_mask, mode="w+", dtype=bool, shape=lead + (frames,))
+            t, stop = hidden.shape[-2], start + hidden.shape[0]
+            rows_h = hidden_mm[start:stop, view] if views else hidden_mm[start:stop]
+            rows_m = mask_mm[start:stop, view] if views else mask_mm[start:stop]
+            rows_h[...] = 0
+            rows_h[..., :t, :] = hidden.float().cpu().numpy().astype(np.float16)
+            rows_m[...] = False
+            rows_m[:, :t] = frame_mask.cpu().numpy()
+            bar.update(stop - start)
+    bar.close()
+    hidden_mm.flush()
+    mask_mm.flush()
+    del hidden_mm, mask_mm
+    return [(tmp_hidden, directory / f"{hidden_name}.npy"), (tmp_mask, directory / f"{mask_name}.npy")]

@@ -10,7 +10,7 @@ the mean over windows, and the windows' attention curves are stitched into one c
 Precision: ``precision="auto"`` (the default) asks :func:`asit_helpers.runtime.resolve_precision`, the one resolver
 training, evaluation and serving share: bf16 where the hardware has native bf16 matrix instructions, fp16 on GPUs
 that only have fp16 tensor cores (T4, V100), float32 elsewhere. On a CPU bf16 runs through a cached copy
-(:mod:`asit_helpers.fast_inference`: bf16 weights, the conv front end and the positional conv as matrix products),
+(:mod:`asit_helpers.fast_inference`: bf16 weights, the conv front end as matrix products, weight norm folded),
 under autocast (norms and the residual stream in float32); on a GPU through autocast. The pooling, the head and the
 softmax always run in float32, so the attention curve and the probabilities keep full precision.
 ``precision="fp32"`` (``asit predict --precision fp32``) forces the float32 reference. ``bench/latency.py`` measures
@@ -169,8 +169,8 @@ def bf16_copy(model: AsitForAudioClassification) -> AsitForAudioClassification:
     """The CPU fast path's cached copy of ``model`` (eval mode), rebuilt when the weights change.
 
     Built by :func:`asit_helpers.fast_inference.build_fast_copy`: bf16 weights for the linear layers, the
-    convolutional front end and the positional conv (its weight norm folded) rearranged as matrix products, the
-    norms in float32. Run under ``torch.autocast("cpu", torch.bfloat16)`` (as :func:`classify_batch` does): the
+    convolutional front end rearranged as matrix products, the positional conv's weight norm folded into one bf16
+    weight, the norms in float32. Run under ``torch.autocast("cpu", torch.bfloat16)`` (as :func:`classify_batch` does): the
     residual stream stays float32 (a bf16 product added to a float32 residual promotes), and no weight is re-cast
     per call. It costs 2 bytes per matrix/conv parameter (~190 MB for wav2vec2-base).
     """

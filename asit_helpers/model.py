@@ -432,6 +432,80 @@ class AsitForAudioClassification(AsitPreTrainedModel):
         frame_mask = self.frame_mask_from_samples(attention_mask, hidden.shape[-2], hidden.shape[0])
         return hidden, frame_mask
 
+    # -- partial mode on cached activations: the backbone split at a transformer layer -------------------------
+
+    def split_supported(self) -> str | None:
+        """Why :meth:`encode_lower` / :meth:`encode_upper` cannot split this model (``None``: they can).
+
+        They need a wav2vec2-style encoder (HuBERT's too: positional conv, then a list of layers that take only the
+        hidden states and a mask) and a pooling that reads the last layer only."""
+        encoder = getattr(self.backbone, "encoder", None)
+        if self.config.layer_weighted_sum:
+            return "layer_weighted_sum pools every layer, and the frozen layers' outputs are not cached"
+        if encoder is None or not hasattr(encoder, "layers") or not hasattr(encoder, "pos_conv_embed"):
+            return f"the {self.config.backbone_config.model_type} encoder has no wav2vec2-style layer stack"
+        if self.config.backbone_config.model_type not in ("wav2vec2", "hubert"):
+            return f"splitting a {self.config.backbone_config.model_type} encoder is not supported"
+        return None
+
+    def _encoder_mask(self, hidden: torch.Tensor, frame_mask: torch.Tensor | None):
+        """The attention mask the encoder's layers take, built as the encoder builds it (None: no padding mask)."""
+        if frame_mask is None:
+            return None
+        try:
+            from transformers.masking_utils import create_bidirectional_mask  # transformers >= 5
+        except ImportError:  # transformers 4.x: an additive `(B, 1, T, T)` mask
+            additive = (1.0 - frame_mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
+            return additive.expand(-1, 1, hidden.shape[1], -1)
+        return create_bidirectional_mask(config=self.backbone.config, inputs_embeds=hidden,
+                                         attention_mask=frame_mask.long())
+
+    def _run_layers(self, hidden: torch.Tensor, frame_mask: torch.Tensor | None, layers) -> torch.Tensor:
+        mask = self._encoder_mask(hidden, frame_mask)
+        encoder = self.backbone.encoder
+        for layer in layers:
+            # LayerDrop, as the encoder's own loop applies it in training
+            if encoder.training and self.config.backbone_config.layerdrop > 0 and \
+                    torch.rand([]) < self.config.backbone_config.layerdrop:
+                continue
+            out = layer(hidden, attention_mask=mask)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return hidden
+
+    def encode_lower(
+        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None, layer: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The backbone below transformer layer ``layer`` (eval-mode semantics: no SpecAugment masking): the hidden
+        states that layer ``layer`` reads, `(B, T, D)`, and the frame mask `(B, T)`. With :meth:`encode_upper` it
+        computes what :meth:`encode` does; partial-mode training caches its output once per clip."""
+        reason = self.split_supported()
+        if reason:
+            raise ValueError(f"cannot split the backbone: {reason}")
+        backbone, encoder = self.backbone, self.backbone.encoder
+        features = backbone.feature_extractor(input_values).transpose(1, 2)
+        projected = backbone.feature_projection(features)
+        hidden = projected[0] if isinstance(projected, tuple) else projected
+        frame_mask = self.frame_mask_from_samples(attention_mask, hidden.shape[1], hidden.shape[0])
+        encoder_mask = frame_mask if (attention_mask is not None and self.config.backbone_masks_input) else None
+        if encoder_mask is not None:
+            hidden = hidden.masked_fill(~encoder_mask[:, :, None], 0.0)  # as the encoder zeroes padded frames
+        hidden = hidden + encoder.pos_conv_embed(hidden)
+        if not self.config.backbone_config.do_stable_layer_norm:
+            hidden = encoder.layer_norm(hidden)  # post-norm encoders normalise before the first layer
+        hidden = encoder.dropout(hidden)
+        hidden = self._run_layers(hidden, encoder_mask, encoder.layers[:layer])
+        return hidden, frame_mask
+
+    def encode_upper(self, hidden: torch.Tensor, frame_mask: torch.Tensor, layer: int) -> torch.Tensor:
+        """Transformer layers ``layer`` and up (and a pre-norm encoder's final norm) on :meth:`encode_lower`'s
+        output: `(B, T, D)` → the last hidden state `(B, T, D)`."""
+        encoder = self.backbone.encoder
+        encoder_mask = frame_mask.bool() if self.config.backbone_masks_input and not frame_mask.all() else None
+        hidden = self._run_layers(hidden, encoder_mask, encoder.layers[layer:])
+        if self.config.backbone_config.do_stable_layer_norm:
+            hidden = encoder.layer_norm(hidden)
+        return hidden
+
     def classify_hidden(
         self,
         hidden: torch.Tensor,

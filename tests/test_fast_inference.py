@@ -11,7 +11,7 @@ import torch
 from transformers import Wav2Vec2Config
 
 from asit_helpers import AsitForAudioClassification
-from asit_helpers.fast_inference import MatmulFeatureEncoder, MatmulPositionalConv, build_fast_copy
+from asit_helpers.fast_inference import MatmulFeatureEncoder, FoldedPositionalConv, build_fast_copy
 from asit_helpers.inference import bf16_copy, classify_batch
 from asit_helpers.model import TINY_BACKBONE, TINY_FB_BACKBONE
 
@@ -38,7 +38,7 @@ def test_float32_rearrangement_is_exact(backbone):
     x = torch.randn(3, 16000 * 2, generator=torch.Generator().manual_seed(1))
     copy32 = build_fast_copy(model, dtype=torch.float32)
     assert isinstance(copy32.backbone.feature_extractor, MatmulFeatureEncoder)
-    assert isinstance(copy32.backbone.encoder.pos_conv_embed, MatmulPositionalConv)
+    assert isinstance(copy32.backbone.encoder.pos_conv_embed, FoldedPositionalConv)
     with torch.inference_mode():
         ref_front = model.backbone.feature_extractor(x)
         front = copy32.backbone.feature_extractor(x)
