@@ -21,15 +21,17 @@ def _forget_colab() -> None:
 def standin_in_process():
     """``import google.colab`` gives the stand-in while the context is open (a fresh copy each time)."""
     _forget_colab()
-    sys.path.insert(0, str(STANDIN))
-    try:
-        import google
+    sys.path.insert(0, str(STANDIN))  # so `google` imports even where no other package provides it
+    import google  # a namespace package (protobuf lives there too): add the stand-in to its path for a while
 
-        google.__path__ = list(dict.fromkeys([str(STANDIN / "google"), *google.__path__]))
+    saved = google.__path__
+    google.__path__ = list(dict.fromkeys([str(STANDIN / "google"), *saved]))
+    try:
         import google.colab
 
         yield google.colab
     finally:
+        google.__path__ = saved  # afterwards `import google.colab` fails again, as it does outside Colab
         sys.path.remove(str(STANDIN))
         _forget_colab()
 
