@@ -46,16 +46,16 @@ def setup(say: Callable[[str], None] = print) -> bool:
     import torch
 
     from . import __version__
+    from .runtime import describe_device, resolve_device
 
     colab = in_colab()
     if colab:
         from google.colab import output  # type: ignore[import-not-found]
 
         output.enable_custom_widget_manager()
-    if torch.cuda.is_available():
-        device = f"GPU {torch.cuda.get_device_name(0)}"
-    else:
-        device = "CPU (Runtime → Change runtime type → T4 GPU for the real model)" if colab else "CPU"
+    device = describe_device()
+    if colab and resolve_device(None).type == "cpu":
+        device += "; Runtime → Change runtime type → T4 GPU for the real model"
     say(f"ASiT {__version__} ready: {'Colab' if colab else 'local'} runtime, torch {torch.__version__}, {device}")
     return colab
 
