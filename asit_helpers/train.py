@@ -47,7 +47,6 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .batches import Augment, ClipDataset, EmbeddingDataset, EmbeddingStore, EpochSampler, WaveformCollator, cache_labels
-from .evaluate import classification_metrics
 from .model import BASE_CHECKPOINT, POOLINGS, AsitForAudioClassification
 from .runtime import PRECISIONS, PrecisionChoice, check_precision, require_hub_model, resolve_device, resolve_precision
 
@@ -689,6 +688,9 @@ def _validate(fwd, val_dl, accelerator, labels, class_weights, smoothing) -> dic
         all_labels.append(y.cpu())
     logits, y = torch.cat(all_logits), torch.cat(all_labels)
     loss = _loss(logits, y, class_weights.cpu() if class_weights is not None else None, smoothing).item()
+    from .evaluate import classification_metrics  # here, not at the top: `asit serve` builds the train flags
+    # from this module, and the server's image has no pandas/scikit-learn (evaluate's imports)
+
     m = classification_metrics(y.numpy(), logits.argmax(-1).numpy(), labels)
     return {"val_loss": loss, "val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"]}
 
