@@ -754,9 +754,10 @@ def plot_two_events(reports, samples, index: int = 0, sr: int = 16000, *, theme:
                                   label=f"head {h + 1}" if len(w) > 1 else "attention")
                 line.set_path_effects(_outline(theme))
             twin.set_ylabel("attention (× uniform)")
+            twin.set_ylim(0, max(1.5, float((w * w.shape[-1]).max()) * 1.08))
             h1, l1 = ax.get_legend_handles_labels()
             h2, l2 = twin.get_legend_handles_labels()
-            ax.legend(h1 + h2, l1 + l2, loc="upper right", fontsize=7, framealpha=0.7, ncol=2)
+            ax.legend(h1 + h2, l1 + l2, loc="upper left", bbox_to_anchor=(1.07, 1.0), fontsize=7, framealpha=0.7)
             ax.set(xlim=(0, t[-1] if t.size else 1), ylabel="amplitude",
                    title=f"{name} ({rep.pooling}, {rep.heads} head{'s' * (rep.heads > 1)}): predicted {row.top1}, "
                          f"then {row.top2}")
