@@ -100,18 +100,16 @@ def no_network(what: str, detail: str = "") -> str:
     ])
 
 
-def out_of_memory(*, batch_size: int, device: str, memory: str, resume: str | None, preset: str | None = None) -> str:
+def out_of_memory(*, batch_size: int, device: str, memory: str, resume: str | None, grad_accum: int = 1,
+                  preset: str | None = None) -> str:
     """A training step ran out of memory: what was in use, that nothing is lost, and the usual cures."""
-    lines = [
-        f"error: out of memory on {device} at batch size {batch_size} ({memory}).",
-    ]
+    lines = [f"error: out of memory on {device} at batch size {batch_size} ({memory})."]
     if resume:
-        lines.append(f"  the run so far is saved: add --resume (and the changes below) to continue from {resume}")
-    lines += [
-        f"  try: --batch-size {max(1, batch_size // 2)} (with --grad-accum {2} to keep the effective batch), "
-        "--gradient-checkpointing, or a smaller preset"
-        + (f" than {preset}" if preset else ""),
-    ]
+        lines.append(f"  the run is saved ({resume}): the same command with --resume continues it once memory is "
+                     "free (close other notebooks or restart the runtime), with --gradient-checkpointing if you like")
+    smaller = f"a smaller preset than {preset}" if preset else "a smaller preset"
+    lines.append(f"  or start over with less memory (--overwrite): --batch-size {max(1, batch_size // 2)} --grad-accum {grad_accum * 2} "
+                 f"(the same effective batch), --gradient-checkpointing, or {smaller}")
     return "\n".join(lines)
 
 

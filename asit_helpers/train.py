@@ -46,9 +46,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .batches import Augment, ClipDataset, EmbeddingDataset, EmbeddingStore, EpochSampler, WaveformCollator, cache_labels
+from .batches import Augment, ClipDataset, EmbeddingDataset, EmbeddingStore, EpochSampler, WaveformCollator
+from .cache import AudioCache
+from .files import atomic_write_text, json_default
+from .messages import OutOfMemoryError, out_of_memory
 from .model import BASE_CHECKPOINT, POOLINGS, AsitForAudioClassification
-from .runtime import PRECISIONS, PrecisionChoice, check_precision, require_hub_model, resolve_device, resolve_precision
+from .runtime import (PRECISIONS, PrecisionChoice, check_precision, describe_device, require_hub_model, resolve_device,
+                      resolve_precision)
 
 MODES = ("head", "partial", "full")
 BALANCE = ("none", "weights", "sampler")
@@ -154,7 +158,7 @@ class TrainArgs:
 
     def differences(self, other: dict) -> list[str]:
         """Fields that change the result and differ from a saved run's ``other`` (for resume)."""
-        ignore = {"num_workers", "save_every"}
+        ignore = {"num_workers", "save_every", "gradient_checkpointing"}  # same result, other memory and speed
         mine = json.loads(json.dumps(self.to_dict()))
         return [k for k in mine if k not in ignore and mine[k] != other.get(k)]
 
@@ -222,11 +226,6 @@ class TrainResult:
     seconds: float
     resumed_from: int | None = None
 
-    def history_frame(self):
-        import pandas as pd
-
-        return pd.DataFrame(self.history)
-
 
 # ---- small pieces -------------------------------------------------------------------------------------------
 
@@ -271,22 +270,6 @@ def _no_transformers_bars():
             hf_logging.enable_progress_bar()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _json_default(obj):
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj)}")
-
-
 def _latest_state(resume_dir: Path) -> Path | None:
     """The newest complete resume state (``state-<step>`` with ``trainer_state.json``), or None."""
     if not resume_dir.is_dir():
@@ -296,14 +279,7 @@ def _latest_state(resume_dir: Path) -> Path | None:
 
 
 def _open_cache(cache):
-    if isinstance(cache, (str, Path)):
-        try:
-            from .data import AudioCache
-        except ImportError:  # the data module re-exports it; the class itself lives in cache.py
-            from .cache import AudioCache
-
-        return AudioCache.open(cache)
-    return cache
+    return AudioCache.open(cache) if isinstance(cache, (str, Path)) else cache
 
 
 def _build_model(args: TrainArgs, labels: list[str], model, clip_seconds: float) -> AsitForAudioClassification:
@@ -388,28 +364,99 @@ def train(
         callbacks: functions called after every optimiser step with ``{"epoch", "step", "batch", "loss", "rank",
             "model"}`` (``model``: this process's model, as trained so far; ``epoch`` counts from 0).
         progress: ``tqdm.auto`` progress bars (main process only).
-        **kwargs: :class:`TrainArgs` fields (``mode="head"``, ``epochs=20``, ``augment=None``, ...).
+        **kwargs: :class:`TrainArgs` fields (``preset="tiny-fb"``, ``epochs=20``, ``augment=None``, ...); the
+            preset's recipe fills in the others.
 
     Returns:
         a :class:`TrainResult`.
-    """
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, set_seed
-    from tqdm.auto import tqdm
-    from transformers import get_cosine_schedule_with_warmup
 
+    Raises:
+        OutOfMemoryError: a step ran out of memory (the resume state was saved first; the message says what to do).
+    """
     args = TrainArgs.for_preset(**kwargs)
     started = time.perf_counter()
     cache = _open_cache(cache)
-    out = Path(out)
-    resume_dir = out / "resume"
-    labels = [str(x) for x in cache.labels]
-    train_idx = np.asarray(cache.indices("train"), dtype=np.int64)
-    val_idx = np.asarray(cache.indices("val"), dtype=np.int64)
-    if len(train_idx) == 0:
-        raise ValueError("the cache has no clips in the 'train' split")
-    if len(val_idx) == 0:
-        warnings.warn("the cache has no 'val' split: the last epoch is kept and no validation metrics are reported")
+    accelerator, precision = _accelerator(args, device, progress)
+    ckpt = _Checkpoints(accelerator, Path(out), copy_to, args, precision)
+    finished = ckpt.finished_run(resume, overwrite)
+    if finished is not None:
+        finished.seconds = time.perf_counter() - started
+        return finished
+    net = _prepare_model(args, cache, model)
+    run = _prepare_run(args, cache, net, accelerator, ckpt, embeddings_dir, callbacks, progress)
+    state = ckpt.resume(args) if resume else None
+    state = state or _State()
+    run.bar.update(state.epoch * len(run.train_dl) + state.batch)
+    while state.epoch < args.epochs:
+        _train_epoch(run, state)
+        if _end_of_epoch(run, state):
+            break
+        ckpt.save_state(run, state)
+    run.bar.close()
+    best = ckpt.finish(state)
+    accelerator.free_memory()
+    return TrainResult(best, state.history, state.best_epoch, state.best_metrics, ckpt.out,
+                       time.perf_counter() - started, state.resumed_from)
+
+
+# ---- the steps of train() -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _State:
+    """Where a run is; saved in every resume state (``trainer_state.json``) and restored from it."""
+
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches of the current epoch already trained
+    step: int = 0  # optimiser steps so far
+    history: list = field(default_factory=list)
+    running: dict = field(default_factory=lambda: {"loss": 0.0, "correct": 0.0, "seen": 0.0})
+    best_value: float = -math.inf
+    best_epoch: int = 0
+    best_metrics: dict = field(default_factory=dict)
+    stale: int = 0  # epochs since the best one
+    resumed_from: int | None = None
+    synced: tuple = (0, None)  # (batch, running sums) at the last optimiser step: where an interrupted step resumes
+    epoch_started: float = 0.0
+
+    _SAVED = ("epoch", "batch", "step", "history", "running", "best_value", "best_epoch", "best_metrics", "stale")
+
+    def to_json(self, args: TrainArgs) -> dict:
+        return {**{k: getattr(self, k) for k in self._SAVED}, "training_args": args.to_dict()}
+
+    @classmethod
+    def from_json(cls, saved: dict) -> "_State":
+        state = cls(**{k: saved[k] for k in cls._SAVED})
+        state.resumed_from = state.step
+        return state
+
+
+@dataclass
+class _Run:
+    """What one training run works with (built once by :func:`_prepare_run`)."""
+
+    args: TrainArgs
+    accelerator: Any
+    net: AsitForAudioClassification
+    fwd: "_Forward"
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    train_set: Any
+    sampler: EpochSampler
+    train_dl: DataLoader
+    val_dl: DataLoader | None
+    labels: list[str]
+    class_weights: torch.Tensor | None
+    ckpt: "_Checkpoints"
+    callbacks: Sequence[Callable[[dict], None]]
+    bar: Any
+    progress: bool
+
+
+def _accelerator(args: TrainArgs, device: str | None, progress: bool):
+    """Accelerate on the resolved device and precision (one resolver for training and inference), and says which."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
 
     target = resolve_device(device)
     precision = resolve_precision(args.precision, target, training=True)
@@ -419,54 +466,60 @@ def train(
         gradient_accumulation_steps=args.grad_accum,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
     )
-    main = accelerator.is_main_process
-    if main and progress:
+    if accelerator.is_main_process and progress:
         print(f"device and precision: {precision.reason}")
+    return accelerator, precision
 
-    # -- what to do with an existing directory -------------------------------------------------------------
-    metrics_path = out / "metrics.json"
-    state_dir = _latest_state(resume_dir) if resume else None
-    if resume and state_dir is None and metrics_path.exists():
-        done = json.loads(metrics_path.read_text())
-        if done.get("completed"):
-            diff = args.differences(done.get("training_args", {}))
-            if diff:
-                raise ValueError(f"{out}: finished run used different settings for {diff}")
-            best = AsitForAudioClassification.from_pretrained(str(out)).eval()
-            return TrainResult(best, done["history"], done["best_epoch"], done["best"], out,
-                               time.perf_counter() - started, resumed_from=done.get("steps"))
-    if not resume and not overwrite and (metrics_path.exists() or _latest_state(resume_dir) is not None):
-        raise FileExistsError(f"{out} already holds a training run: pass resume=True to continue it "
-                              "or overwrite=True to start over")
-    if overwrite and main and not resume:
-        shutil.rmtree(resume_dir, ignore_errors=True)
-    accelerator.wait_for_everyone()
 
-    # -- model, data, optimiser ----------------------------------------------------------------------------
+def _prepare_model(args: TrainArgs, cache, model) -> AsitForAudioClassification:
+    """The model to train, with the right parameters trainable; seeded, so the head's initialisation is part of
+    the run."""
+    from accelerate.utils import set_seed
+
     set_seed(args.seed)
-    net = _build_model(args, labels, model, cache.clip_samples / cache.sample_rate)
+    net = _build_model(args, [str(x) for x in cache.labels], model, cache.clip_samples / cache.sample_rate)
     _set_trainable(net, args)
     if args.gradient_checkpointing and args.mode != "head":
         net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    label_ids = cache_labels(cache)
-    train_labels = label_ids[train_idx]
+    return net
 
+
+def _split_indices(cache) -> tuple[np.ndarray, np.ndarray]:
+    train_idx = np.asarray(cache.indices("train"), dtype=np.int64)
+    val_idx = np.asarray(cache.indices("val"), dtype=np.int64)
+    if len(train_idx) == 0:
+        raise ValueError("the cache has no clips in the 'train' split")
+    if len(val_idx) == 0:
+        warnings.warn("the cache has no 'val' split: the last epoch is kept and no validation metrics are reported")
+    return train_idx, val_idx
+
+
+def _datasets(args: TrainArgs, cache, net, accelerator, train_idx, val_idx, embeddings_dir, progress):
+    """Waveform datasets, or on the fast path datasets of the frozen backbone's cached outputs."""
+    label_ids = cache.label_ids()
+    if not args.use_fast_path:
+        return (ClipDataset(cache, train_idx, augment=args.augment, seed=args.seed), ClipDataset(cache, val_idx),
+                WaveformCollator(net.feature_extractor()))
+    # the main process encodes (or finds) the store; the others then open the same files
     store = None
-    if args.use_fast_path:
-        # the main process encodes (or finds) the store; the others then open the same files
-        if main:
-            store = EmbeddingStore.build(net.to(accelerator.device), cache, embeddings_dir,
-                                         batch_size=args.batch_size, progress=progress)
-        accelerator.wait_for_everyone()
-        if not main:
-            store = EmbeddingStore.build(net.to(accelerator.device), cache, embeddings_dir, progress=False)
-        train_set = EmbeddingDataset(store, train_idx, label_ids)
-        val_set = EmbeddingDataset(store, val_idx, label_ids)
-        collate = None
-    else:
-        train_set = ClipDataset(cache, train_idx, augment=args.augment, seed=args.seed)
-        val_set = ClipDataset(cache, val_idx)
-        collate = WaveformCollator(net.feature_extractor())
+    if accelerator.is_main_process:
+        store = EmbeddingStore.build(net.to(accelerator.device), cache, embeddings_dir, batch_size=args.batch_size,
+                                     progress=progress)
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        store = EmbeddingStore.build(net.to(accelerator.device), cache, embeddings_dir, progress=False)
+    return EmbeddingDataset(store, train_idx, label_ids), EmbeddingDataset(store, val_idx, label_ids), None
+
+
+def _prepare_run(args, cache, net, accelerator, ckpt, embeddings_dir, callbacks, progress) -> _Run:
+    """Loaders, optimiser and schedule, handed to Accelerate."""
+    from tqdm.auto import tqdm
+    from transformers import get_cosine_schedule_with_warmup
+
+    train_idx, val_idx = _split_indices(cache)
+    train_set, val_set, collate = _datasets(args, cache, net, accelerator, train_idx, val_idx, embeddings_dir,
+                                            progress)
+    train_labels = cache.label_ids()[train_idx]
     sampler = EpochSampler(train_labels, seed=args.seed, balanced=args.balance == "sampler")
     # own generators: creating a DataLoader iterator otherwise draws from the global RNG, which would shift the
     # dropout masks of a resumed run (its iterator is created at a different point of the RNG stream)
@@ -475,183 +528,260 @@ def train(
     train_dl = DataLoader(train_set, sampler=sampler, drop_last=False, **loader_kw)
     val_dl = DataLoader(val_set, shuffle=False, **loader_kw) if len(val_idx) else None
 
-    steps_per_epoch = math.ceil(len(train_dl) / args.grad_accum)
-    total_steps = steps_per_epoch * args.epochs
+    total_steps = math.ceil(len(train_dl) / args.grad_accum) * args.epochs
     optimizer = torch.optim.AdamW(_param_groups(net, args), weight_decay=args.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
-    class_weights = _class_weights(train_labels, len(labels)) if args.balance == "weights" else None
+    weights = _class_weights(train_labels, len(cache.labels)) if args.balance == "weights" else None
+    prepared = accelerator.prepare(_Forward(net), optimizer, train_dl, scheduler, *([val_dl] if val_dl else []))
+    fwd, optimizer, train_dl, scheduler = prepared[:4]
+    # One bar for the whole run and one printed line per epoch: a notebook shows one block, not one per epoch.
+    bar = tqdm(total=args.epochs * len(train_dl), unit="batch", disable=not (progress and accelerator.is_main_process))
+    return _Run(args, accelerator, net, fwd, optimizer, scheduler, train_set, sampler, train_dl,
+                prepared[4] if val_dl else None, [str(x) for x in cache.labels],
+                weights.to(accelerator.device) if weights is not None else None, ckpt, callbacks, bar, progress)
 
-    fwd = _Forward(net)
-    if val_dl is not None:
-        fwd, optimizer, train_dl, val_dl, scheduler = accelerator.prepare(fwd, optimizer, train_dl, val_dl, scheduler)
+
+def _train_epoch(run: _Run, state: _State) -> None:
+    """One pass over the train split (from ``state.batch`` on a resumed epoch); a resume state every
+    ``save_every`` optimiser steps."""
+    args, accelerator = run.args, run.accelerator
+    run.sampler.set_epoch(state.epoch)
+    run.train_set.set_epoch(state.epoch)
+    state.epoch_started = time.perf_counter()
+    run.fwd.train()
+    if args.mode == "head":
+        run.net.backbone.eval()  # frozen: no dropout or SpecAugment masking, the same outputs the fast path caches
+    loader = accelerator.skip_first_batches(run.train_dl, state.batch) if state.batch else run.train_dl
+    # Accelerate's loaders call sampler.set_epoch(<their own iteration count>) when iterated; a fresh
+    # skip-loader counts from 0, so tell it the epoch or a resumed epoch would replay epoch 0's order
+    loader.set_epoch(state.epoch)
+    run.bar.set_description(f"epoch {state.epoch + 1}/{args.epochs}")
+    state.synced = (state.batch, dict(state.running))
+    for batch in loader:
+        labels = batch.pop("labels")
+        batch.pop("index", None)
+        try:
+            loss, logits = _train_step(run, state, batch, labels)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            raise _out_of_memory(run, state, exc) from None
+        state.batch += 1
+        run.bar.update(1)
+        state.running["loss"] += float(loss.detach()) * len(labels)
+        state.running["correct"] += float((logits.argmax(-1) == labels).sum())
+        state.running["seen"] += len(labels)
+        if accelerator.sync_gradients:
+            _after_optimiser_step(run, state, float(loss.detach()))
+    state.batch = 0
+
+
+def _train_step(run: _Run, state: _State, batch: dict, labels: torch.Tensor):
+    """Forward, loss (with mixup), backward; the optimiser steps every ``grad_accum`` batches."""
+    args, accelerator, smoothing = run.args, run.accelerator, run.net.config.label_smoothing
+    with accelerator.accumulate(run.fwd):
+        inputs, targets_b, lam = batch, None, 1.0
+        if args.mixup_alpha > 0:
+            # the pair and the weight come from a generator of (seed, epoch, batch): replayable
+            g = np.random.default_rng([args.seed, state.epoch, state.batch, accelerator.process_index])
+            lam = float(g.beta(args.mixup_alpha, args.mixup_alpha))
+            perm = torch.as_tensor(g.permutation(len(labels)), device=labels.device)
+            inputs = _mix(batch, perm, lam)
+            targets_b = labels[perm]
+        logits = run.fwd(**inputs).float()
+        loss = _loss(logits, labels, run.class_weights, smoothing)
+        if targets_b is not None:
+            loss = lam * loss + (1 - lam) * _loss(logits, targets_b, run.class_weights, smoothing)
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and args.max_grad_norm:
+            accelerator.clip_grad_norm_(run.fwd.parameters(), args.max_grad_norm)
+        run.optimizer.step()
+        run.scheduler.step()
+        run.optimizer.zero_grad(set_to_none=True)
+    return loss, logits
+
+
+def _after_optimiser_step(run: _Run, state: _State, loss: float) -> None:
+    state.step += 1
+    state.synced = (state.batch, dict(state.running))
+    run.bar.set_postfix(loss=f"{state.running['loss'] / max(state.running['seen'], 1):.3f}")
+    for cb in run.callbacks:
+        cb({"epoch": state.epoch, "step": state.step, "batch": state.batch, "loss": loss,
+            "rank": run.accelerator.process_index, "model": run.net})
+    if state.step % run.args.save_every == 0 and state.batch < len(run.train_dl):
+        run.ckpt.save_state(run, state)
+
+
+def _end_of_epoch(run: _Run, state: _State) -> bool:
+    """Reduce the running sums over ranks, validate, keep the best model; True when training should stop."""
+    args, accelerator = run.args, run.accelerator
+    sums = accelerator.reduce(torch.tensor([state.running["loss"], state.running["correct"], state.running["seen"]],
+                                           device=accelerator.device, dtype=torch.float64), reduction="sum")
+    state.running = {"loss": 0.0, "correct": 0.0, "seen": 0.0}
+    row = {"epoch": state.epoch + 1, "step": state.step, "train_loss": (sums[0] / sums[2]).item(),
+           "train_accuracy": (sums[1] / sums[2]).item()}
+    if run.val_dl is not None:
+        row.update(_validate(run.fwd, run.val_dl, accelerator, run.labels, run.class_weights,
+                             run.net.config.label_smoothing))
+    lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(run.optimizer.param_groups)}
+    row["lr_head"], row["lr_backbone"] = lrs.get("head"), lrs.get("backbone")
+    row["seconds"] = time.perf_counter() - state.epoch_started
+    state.history.append(row)
+    value = row.get(f"val_{args.metric}", -row["train_loss"]) if run.val_dl is not None else state.epoch
+    if value > state.best_value:
+        state.best_value, state.best_epoch, state.stale = value, state.epoch + 1, 0
+        state.best_metrics = {k: v for k, v in row.items() if k.startswith("val_")}
+        run.ckpt.save_best(run, state)
     else:
-        fwd, optimizer, train_dl, scheduler = accelerator.prepare(fwd, optimizer, train_dl, scheduler)
-    if class_weights is not None:
-        class_weights = class_weights.to(accelerator.device)
+        state.stale += 1
+    accelerator.wait_for_everyone()
+    state.epoch += 1
+    if accelerator.is_main_process and run.progress:
+        run.bar.write(_epoch_line(row, args.epochs, best=state.best_epoch == state.epoch))
+    stop_early = args.early_stopping is not None and state.stale >= args.early_stopping
+    return stop_early or state.epoch == args.epochs
 
-    # -- resume --------------------------------------------------------------------------------------------
-    history: list[dict] = []
-    epoch, skip_batches, global_step = 0, 0, 0
-    best_value, best_epoch, best_metrics, stale = -math.inf, 0, {}, 0
-    running = {"loss": 0.0, "correct": 0.0, "seen": 0.0}
-    resumed_from = None
-    if state_dir is not None:
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A CUDA or CPU allocation failure (torch raises ``OutOfMemoryError`` on CUDA, a ``RuntimeError`` on CPU)."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text.lower() or "can't allocate memory" in text)
+
+
+def _memory_in_use(device: torch.device) -> str:
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        return (f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f} GB allocated at the peak, "
+                f"{(total - free) / 2**30:.1f} of {total / 2**30:.1f} GB in use")
+    import psutil  # an Accelerate dependency
+
+    rss, total = psutil.Process().memory_info().rss, psutil.virtual_memory().total
+    return f"this process {rss / 2**30:.1f} GB of {total / 2**30:.1f} GB RAM"
+
+
+def _out_of_memory(run: _Run, state: _State, exc: BaseException) -> OutOfMemoryError:
+    """Save the run as of its last optimiser step, then explain (batch size, memory in use, what to do)."""
+    run.optimizer.zero_grad(set_to_none=True)  # the failed step's partial gradients: gone, and their memory
+    if run.accelerator.device.type == "cuda":
+        torch.cuda.empty_cache()
+    memory = _memory_in_use(run.accelerator.device)
+    state.batch, state.running = state.synced[0], state.synced[1] or state.running
+    saved = None
+    try:
+        if run.accelerator.num_processes == 1:
+            saved = run.ckpt.save_state(run, state)
+    except Exception as save_error:  # noqa: BLE001 - the explanation matters more; say the state is older
+        warnings.warn(f"could not save the resume state after running out of memory: {save_error}")
+    run.bar.close()
+    text = out_of_memory(batch_size=run.args.batch_size, device=describe_device(run.accelerator.device),
+                         memory=memory, resume=str(saved) if saved else None, grad_accum=run.args.grad_accum,
+                         preset=run.args.preset)
+    return OutOfMemoryError(f"{text}\n  ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})")
+
+
+class _Checkpoints:
+    """The checkpoint directory: the best model, resume states, the final metrics; every write atomic."""
+
+    def __init__(self, accelerator, out: Path, copy_to, args: TrainArgs, precision: PrecisionChoice):
+        self.accelerator, self.out, self.copy_to, self.args, self.precision = accelerator, out, copy_to, args, precision
+        self.resume_dir = out / "resume"
+        self.metrics_path = out / "metrics.json"
+        self.main = accelerator.is_main_process
+
+    def finished_run(self, resume: bool, overwrite: bool) -> TrainResult | None:
+        """A finished run to return as it is (``resume=True`` on a completed run), or None to train; refuses to
+        train over a run unless ``overwrite``."""
+        out, state_dir = self.out, _latest_state(self.resume_dir)
+        if resume and state_dir is None and self.metrics_path.exists():
+            done = json.loads(self.metrics_path.read_text())
+            if done.get("completed"):
+                diff = self.args.differences(done.get("training_args", {}))
+                if diff:
+                    raise ValueError(f"{out}: finished run used different settings for {diff}")
+                with _no_transformers_bars():
+                    best = AsitForAudioClassification.from_pretrained(str(out)).eval()
+                return TrainResult(best, done["history"], done["best_epoch"], done["best"], out, 0.0,
+                                   resumed_from=done.get("steps"))
+        if not resume and not overwrite and (self.metrics_path.exists() or state_dir is not None):
+            raise FileExistsError(f"{out} already holds a training run: pass resume=True to continue it "
+                                  "or overwrite=True to start over")
+        if overwrite and self.main and not resume:
+            shutil.rmtree(self.resume_dir, ignore_errors=True)
+        if self.main:
+            out.mkdir(parents=True, exist_ok=True)
+        self.accelerator.wait_for_everyone()
+        return None
+
+    def resume(self, args: TrainArgs) -> _State | None:
+        """The state of the interrupted run (model, optimiser, RNGs restored into Accelerate), or None."""
+        state_dir = _latest_state(self.resume_dir)
+        if state_dir is None:
+            return None
         saved = json.loads((state_dir / "trainer_state.json").read_text())
         diff = args.differences(saved["training_args"])
         if diff:
             raise ValueError(f"{state_dir}: cannot resume, these settings differ from the interrupted run: {diff}")
-        accelerator.load_state(str(state_dir))
-        epoch, skip_batches, global_step = saved["epoch"], saved["batch"], saved["step"]
-        history, running = saved["history"], saved["running"]
-        best_value, best_epoch, best_metrics, stale = (
-            saved["best_value"], saved["best_epoch"], saved["best_metrics"], saved["stale"]
-        )
-        resumed_from = global_step
-        if main:
-            print(f"resuming {out} from step {global_step} (epoch {epoch + 1}, batch {skip_batches})")
+        self.accelerator.load_state(str(state_dir))
+        state = _State.from_json(saved)
+        if self.main:
+            print(f"resuming {self.out} from step {state.step} (epoch {state.epoch + 1}, batch {state.batch})")
+        return state
 
-    def save_state(epoch_: int, batch_: int) -> None:
+    def save_state(self, run: _Run, state: _State) -> Path:
         """A complete resume state, renamed into place; older states are removed afterwards."""
-        final = resume_dir / f"{_STATE_PREFIX}{global_step:08d}"
-        tmp = resume_dir / f".tmp-{_STATE_PREFIX}{global_step:08d}"
-        if main:
+        final = self.resume_dir / f"{_STATE_PREFIX}{state.step:08d}"
+        tmp = self.resume_dir / f".tmp-{_STATE_PREFIX}{state.step:08d}"
+        if self.main:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True, exist_ok=True)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp))
-        accelerator.wait_for_everyone()
-        if main:
-            state = {
-                "epoch": epoch_, "batch": batch_, "step": global_step, "history": history, "running": running,
-                "best_value": best_value, "best_epoch": best_epoch, "best_metrics": best_metrics, "stale": stale,
-                "training_args": args.to_dict(),
-            }
-            _atomic_write_text(tmp / "trainer_state.json", json.dumps(state, indent=1, default=_json_default))
+        self.accelerator.wait_for_everyone()
+        self.accelerator.save_state(str(tmp))
+        self.accelerator.wait_for_everyone()
+        if self.main:
+            atomic_write_text(tmp / "trainer_state.json", json.dumps(state.to_json(self.args), indent=1,
+                                                                      default=json_default))
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
-            for old in resume_dir.iterdir():
+            for old in self.resume_dir.iterdir():
                 if old != final and old.name.startswith(_STATE_PREFIX):
                     shutil.rmtree(old, ignore_errors=True)
-            _copy_out(out, copy_to)
-        accelerator.wait_for_everyone()
+            _copy_out(self.out, self.copy_to)
+        self.accelerator.wait_for_everyone()
+        return final
 
-    def save_best(metrics: dict) -> None:
-        if not main:
+    def save_best(self, run: _Run, state: _State) -> None:
+        if not self.main:
             return
-        unwrapped = accelerator.unwrap_model(fwd).model
-        tmp = out / ".tmp-best"
+        unwrapped = self.accelerator.unwrap_model(run.fwd).model
+        tmp = self.out / ".tmp-best"
         shutil.rmtree(tmp, ignore_errors=True)
         with _no_transformers_bars():  # one "Writing model shards" bar per better epoch would bury the log
             unwrapped.save_pretrained(tmp, safe_serialization=True)
-        (tmp / "training_args.json").write_text(json.dumps(_args_record(args, precision), indent=1))
-        summary = _metrics_summary(args, history, best_epoch, metrics, global_step, completed=False)
-        (tmp / "metrics.json").write_text(json.dumps(summary, indent=1, default=_json_default))
+        atomic_write_text(tmp / "training_args.json", json.dumps(_args_record(self.args, self.precision), indent=1))
+        summary = _metrics_summary(self.args, state.history, state.best_epoch, state.best_metrics, state.step,
+                                   completed=False)
+        atomic_write_text(tmp / "metrics.json", json.dumps(summary, indent=1, default=json_default))
         # one os.replace per file, metrics.json last: a kill in between is repaired by the resumed run, which
         # replays this epoch (from an earlier state) and writes the best model again
         names = sorted(p.name for p in tmp.iterdir())
         for name in [n for n in names if n != "metrics.json"] + ["metrics.json"]:
-            os.replace(tmp / name, out / name)
+            os.replace(tmp / name, self.out / name)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()
-
-    # -- the loop ------------------------------------------------------------------------------------------
-    # One bar for the whole run and one printed line per epoch: a notebook shows one block, not one per epoch.
-    bar = tqdm(total=args.epochs * len(train_dl), initial=epoch * len(train_dl) + skip_batches, unit="batch",
-               desc=f"epoch {epoch + 1}/{args.epochs}", disable=not (progress and main))
-    while epoch < args.epochs:
-        sampler.set_epoch(epoch)
-        train_set.set_epoch(epoch)
-        epoch_started = time.perf_counter()
-        fwd.train()
-        if args.mode == "head":
-            net.backbone.eval()  # frozen: no dropout or SpecAugment masking, the same outputs the fast path caches
-        loader = accelerator.skip_first_batches(train_dl, skip_batches) if skip_batches else train_dl
-        # Accelerate's loaders call sampler.set_epoch(<their own iteration count>) when iterated; a fresh
-        # skip-loader counts from 0, so tell it the epoch or a resumed epoch would replay epoch 0's order
-        loader.set_epoch(epoch)
-        bar.set_description(f"epoch {epoch + 1}/{args.epochs}")
-        batch_no = skip_batches
-        for batch in loader:
-            labels_t = batch.pop("labels")
-            batch.pop("index", None)
-            with accelerator.accumulate(fwd):
-                inputs, targets_b, lam = batch, None, 1.0
-                if args.mixup_alpha > 0:
-                    # the pair and the weight come from a generator of (seed, epoch, batch): replayable
-                    g = np.random.default_rng([args.seed, epoch, batch_no, accelerator.process_index])
-                    lam = float(g.beta(args.mixup_alpha, args.mixup_alpha))
-                    perm = torch.as_tensor(g.permutation(len(labels_t)), device=labels_t.device)
-                    inputs = _mix(batch, perm, lam)
-                    targets_b = labels_t[perm]
-                logits = fwd(**inputs).float()
-                loss = _loss(logits, labels_t, class_weights, net.config.label_smoothing)
-                if targets_b is not None:
-                    loss = lam * loss + (1 - lam) * _loss(logits, targets_b, class_weights, net.config.label_smoothing)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and args.max_grad_norm:
-                    accelerator.clip_grad_norm_(fwd.parameters(), args.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            batch_no += 1
-            bar.update(1)
-            running["loss"] += float(loss.detach()) * len(labels_t)
-            running["correct"] += float((logits.argmax(-1) == labels_t).sum())
-            running["seen"] += len(labels_t)
-            if accelerator.sync_gradients:
-                global_step += 1
-                bar.set_postfix(loss=f"{running['loss'] / max(running['seen'], 1):.3f}")
-                for cb in callbacks:
-                    cb({"epoch": epoch, "step": global_step, "batch": batch_no, "loss": float(loss.detach()),
-                        "rank": accelerator.process_index, "model": net})
-                if global_step % args.save_every == 0 and batch_no < len(train_dl):
-                    save_state(epoch, batch_no)
-        skip_batches = 0
-
-        # -- end of epoch: reduce the running sums over ranks, validate, keep the best -----------------------
-        sums = accelerator.reduce(torch.tensor([running["loss"], running["correct"], running["seen"]],
-                                               device=accelerator.device, dtype=torch.float64), reduction="sum")
-        train_loss, train_acc = (sums[0] / sums[2]).item(), (sums[1] / sums[2]).item()
-        running = {"loss": 0.0, "correct": 0.0, "seen": 0.0}
-        row = {"epoch": epoch + 1, "step": global_step, "train_loss": train_loss, "train_accuracy": train_acc}
-        if val_dl is not None:
-            row.update(_validate(fwd, val_dl, accelerator, labels, class_weights, net.config.label_smoothing))
-        lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)}
-        row["lr_head"], row["lr_backbone"] = lrs.get("head"), lrs.get("backbone")
-        row["seconds"] = time.perf_counter() - epoch_started
-        history.append(row)
-        value = row.get(f"val_{args.metric}", -row["train_loss"]) if val_dl is not None else epoch
-        if value > best_value:
-            best_value, best_epoch, stale = value, epoch + 1, 0
-            best_metrics = {k: v for k, v in row.items() if k.startswith("val_")}
-            save_best(best_metrics)
-        else:
-            stale += 1
-        accelerator.wait_for_everyone()
-        epoch += 1
-        if main and progress:
-            bar.write(_epoch_line(row, args.epochs, best=best_epoch == epoch))
-        stop_early = args.early_stopping is not None and stale >= args.early_stopping
-        if stop_early or epoch == args.epochs:
-            break
-        save_state(epoch, 0)
-
-    # -- done: final metrics, clean up the resume state ----------------------------------------------------
-    bar.close()
-    if main:
-        summary = _metrics_summary(args, history, best_epoch, best_metrics, global_step, completed=True)
-        _atomic_write_text(metrics_path, json.dumps(summary, indent=1, default=_json_default))
-        shutil.rmtree(resume_dir, ignore_errors=True)
-        _copy_out(out, copy_to)
-    accelerator.wait_for_everyone()
-    with _no_transformers_bars():
-        best = AsitForAudioClassification.from_pretrained(str(out)).eval()
-    accelerator.free_memory()
-    return TrainResult(best, history, best_epoch, best_metrics, out, time.perf_counter() - started, resumed_from)
+    def finish(self, state: _State) -> AsitForAudioClassification:
+        """Final metrics, resume state removed; the best model, loaded back."""
+        if self.main:
+            summary = _metrics_summary(self.args, state.history, state.best_epoch, state.best_metrics, state.step,
+                                       completed=True)
+            atomic_write_text(self.metrics_path, json.dumps(summary, indent=1, default=json_default))
+            shutil.rmtree(self.resume_dir, ignore_errors=True)
+            _copy_out(self.out, self.copy_to)
+        self.accelerator.wait_for_everyone()
+        with _no_transformers_bars():
+            return AsitForAudioClassification.from_pretrained(str(self.out)).eval()
 
 
 def _args_record(args: TrainArgs, precision: PrecisionChoice) -> dict:
