@@ -94,11 +94,6 @@ def augment_clip(x: np.ndarray, aug: Augment, rng: np.random.Generator) -> np.nd
 # ---- datasets -----------------------------------------------------------------------------------------------
 
 
-def cache_labels(cache) -> np.ndarray:
-    """Label id of every clip in the cache, `(N,)` int64."""
-    return cache.manifest["label_id"].to_numpy(dtype=np.int64)
-
-
 class ClipDataset(Dataset):
     """Clips of a cache (``indices`` into it) as ``{"audio": (n,) float32, "label": int, "index": int}``.
 
@@ -110,7 +105,7 @@ class ClipDataset(Dataset):
     def __init__(self, cache, indices: Sequence[int], augment: Augment | None = None, seed: int = 0):
         self.cache = cache
         self.indices = np.asarray(indices, dtype=np.int64)
-        self.labels = cache_labels(cache)
+        self.labels = cache.label_ids()
         self.lengths = np.asarray(cache.lengths, dtype=np.int64)
         self.augment = augment
         self.seed = int(seed)

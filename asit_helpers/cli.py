@@ -84,9 +84,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise ExpectedError(f"error: preset {preset!r} is a test fixture that does not learn with a short recipe; "
                             f"offline, use --preset {OFFLINE_PRESET}")
     if known is not None and known.measurement_only:
-        print(f"warning: preset {preset!r} has random weights: it is for speed measurements and will not learn to "
-              f"classify in a CPU budget; use --preset base (pretrained) or {OFFLINE_PRESET} (offline)",
-              file=sys.stderr)
+        raise ExpectedError(f"error: preset {preset!r} has random weights at full size: it is for speed "
+                            "measurements (bench/train.py, bench/latency.py) and does not learn to classify in any "
+                            f"reasonable budget; train --preset base (pretrained) or {OFFLINE_PRESET} (offline)")
     chosen = TrainArgs.for_preset(**settings)
     recipe = ", ".join(f"{f.name}={_show(getattr(chosen, f.name), f.metadata.get('none', 'auto'))}"
                        for f in fields(TrainArgs) if f.name != "preset")
@@ -137,7 +137,7 @@ def _add_train_settings(p: argparse.ArgumentParser) -> None:
 
     group = p.add_argument_group("training settings (every TrainArgs field; a flag overrides one field of the "
                                  "preset's recipe)")
-    offered = {name: preset for name, preset in PRESETS.items() if preset.offered}
+    offered = {name: preset for name, preset in PRESETS.items() if preset.offered and not preset.measurement_only}
     for f in fields(TrainArgs):
         default = f.default_factory() if f.default is MISSING else f.default
         none = f.metadata.get("none", "auto")
@@ -285,10 +285,7 @@ def _add_precision(p: argparse.ArgumentParser, training: bool = False) -> None:
                         "`asit env` shows what auto picks here)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="asit", description="ASiT: audio event classification with attention pooling")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="classify audio files with a checkpoint")
     p.add_argument("checkpoint", type=Path, help="checkpoint directory (save_pretrained format)")
     p.add_argument("files", nargs="+", type=Path, help="audio files (wav, flac, ogg, mp3)")
@@ -300,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="deprecated: use --precision fp32")
     p.set_defaults(func=_cmd_predict)
 
+
+def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="serve the web page and JSON API (waitress; 127.0.0.1 by default)")
     p.add_argument("checkpoint", type=Path, help="checkpoint directory (save_pretrained format)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
@@ -317,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_serve)
     defaults_from_environment(p, prefix="ASIT_")
 
+
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a classifier on a preprocessed cache (checkpoint in --out)",
                        description="Train a preset's recipe (default: base); any flag below overrides one setting.",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -334,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--copy-to", type=Path, default=None, help="mirror the checkpoint here too (e.g. Google Drive)")
     p.set_defaults(func=_cmd_train)
 
+
+def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="accuracy, macro-F1, per-class scores, attention localisation")
     p.add_argument("checkpoint", type=Path, help="checkpoint directory")
     p.add_argument("cache", type=Path, help="cache directory")
@@ -349,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="save the deletion/insertion curves here (implies --faithfulness)")
     p.set_defaults(func=_cmd_evaluate)
 
+
+def _add_synth(sub) -> None:
     p = sub.add_parser("synth", help="generate the synthetic soundscape dataset (22 classes, true event times)")
     p.add_argument("out", type=Path, help="output folder (Category/class/clip.wav + events.csv)")
     p.add_argument("--clips-per-class", type=int, default=40)
@@ -360,12 +365,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "testing what a model attends to, not for training)")
     p.set_defaults(func=_cmd_synth)
 
+
+def _add_download(sub) -> None:
     p = sub.add_parser("download", help="download a dataset: esc50 / esc22 / urbansound8k or any Kaggle slug")
     p.add_argument("dataset", help="recipe name (esc50, esc22, urbansound8k) or Kaggle slug owner/dataset")
     p.add_argument("out", type=Path, help="folder to download into")
     p.add_argument("--force", action="store_true", help="download again even if cached (Kaggle)")
     p.set_defaults(func=_cmd_download)
 
+
+def _add_preprocess(sub) -> None:
     p = sub.add_parser("preprocess", help="scan, map classes, split and decode a dataset into a cache (resumable)")
     p.add_argument("data_dir", type=Path, help="dataset folder (Category/class/clip, ESC-50, UrbanSound8K) or CSV")
     p.add_argument("--out", type=Path, required=True, help="cache folder")
@@ -379,17 +388,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object (kept, rejected, classes, splits)")
     p.set_defaults(func=_cmd_preprocess)
 
+
+def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="run the notebook suite 01-06 offline (synthetic data, tiny preset) into --out")
     p.add_argument("--out", type=Path, default=Path("outputs"), help="workspace: executed notebooks, figures, data")
     p.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="run these notebooks only (names as in notebooks/)")
     p.add_argument("--smoke", action="store_true", help="seconds-long training (what CI runs)")
     p.set_defaults(func=_cmd_demo)
 
+
+def _add_env(sub) -> None:
     p = sub.add_parser("env", help="versions, device, what --precision auto picks and why, Hub status (for bug reports)")
     p.add_argument("--json", action="store_true", help="print one JSON object (for tools)")
     p.add_argument("--short", action="store_true", help="three lines (what the notebooks' setup cell prints)")
     p.set_defaults(func=_cmd_env)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="asit", description="ASiT: audio event classification with attention pooling")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_predict, _add_serve, _add_train, _add_evaluate, _add_synth, _add_download, _add_preprocess,
+                _add_demo, _add_env):
+        add(sub)
     return parser
 
 

@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 
 from .audio import DEFAULT_MAX_SECONDS, SAMPLE_RATE
-from .cache import FORMAT_VERSION, AudioCache, CacheError, Store, _atomic_write_text, decode_clip, decode_many, file_key
+from .cache import FORMAT_VERSION, AudioCache, CacheError, Store, decode_into_store, file_key
+from .files import atomic_write_text
 from .sources import KaggleCredentialsError, download, download_esc50, download_kaggle, use_kaggle_json
 
 __all__ = [
@@ -488,107 +489,6 @@ class PreprocessReport:
         }
 
 
-def _run_decode(
-    tasks: list[tuple],
-    keys: list[str],
-    store: Store,
-    workers: int,
-    progress: bool,
-    callback: Callable[[int, int], None] | None,
-    commit_every: int = 64,
-) -> None:
-    """Decode ``tasks`` (``(path, clip_samples, crop, max_seconds)``) with ``workers`` decoders (this process
-    plus ``workers - 1`` spawn-safe processes) and commit them to ``store`` in batches, so an interruption loses
-    at most one batch."""
-    from tqdm.auto import tqdm
-
-    if not tasks:
-        return
-    # Every task gets its own row slot up front, so workers write their samples straight into the data file.
-    base = store.reserve(len(tasks))
-    tasks = [(*task, str(store.data_path), base + i) for i, task in enumerate(tasks)]
-    bar = tqdm(total=len(tasks), desc="decoding", unit="clip", disable=not progress)
-    pending: list[tuple[str, dict]] = []
-    done = 0
-    last_commit = time.monotonic()
-    executor = None
-
-    def finished():
-        """``(task index, result)`` as tasks finish. Worker processes take chunks from the front of the list while
-        this process decodes chunks from the back: ``workers=2`` is one spawned process plus this one, this
-        process is never idle (it starts at once, while the worker is still spawning), and on a machine with no
-        spare core it is no slower than ``workers=1``. Rows have preassigned slots, so finishing order does not
-        change the cache."""
-        nonlocal executor
-        n_proc = (workers or 1) - 1
-        if n_proc < 1:
-            yield from enumerate(map(decode_clip, tasks))
-            return
-        import multiprocessing as mp
-        from collections import deque
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-        from concurrent.futures.process import BrokenProcessPool
-
-        size = max(1, min(16, len(tasks) // (workers * 4)))
-        chunks = deque((lo, min(lo + size, len(tasks))) for lo in range(0, len(tasks), size))
-        inflight: dict = {}
-        current = None
-        # spawn: the only start method on Windows and macOS, and safe with torch/threads in the parent.
-        executor = ProcessPoolExecutor(max_workers=n_proc, mp_context=mp.get_context("spawn"))
-        try:
-            while inflight or chunks:
-                while chunks and len(inflight) < 2 * n_proc:
-                    lo, hi = chunks.popleft()
-                    inflight[executor.submit(decode_many, tasks[lo:hi])] = (lo, hi)
-                ready = [f for f in inflight if f.done()]
-                for fut in ready:
-                    current = inflight.pop(fut)
-                    results = fut.result()
-                    yield from zip(range(*current), results)
-                    current = None
-                if ready:
-                    continue
-                if chunks:
-                    lo, hi = chunks.pop()
-                    for i in range(lo, hi):
-                        yield i, decode_clip(tasks[i])
-                else:
-                    wait(list(inflight), return_when=FIRST_COMPLETED)
-        except BrokenProcessPool as exc:
-            # A worker died (out of memory, a crash in a codec library) or could not start (a script fed on
-            # stdin cannot be re-imported by spawn): finish in this process rather than lose the run.
-            warnings.warn(f"decoding workers failed ({exc}); continuing in this process", RuntimeWarning, stacklevel=3)
-            left = ([current] if current else []) + list(inflight.values()) + list(chunks)
-            executor.shutdown(wait=False, cancel_futures=True)
-            executor = None
-            for lo, hi in sorted(left):
-                for i in range(lo, hi):
-                    yield i, decode_clip(tasks[i])
-
-    try:
-        for i, res in finished():
-            pending.append((keys[i], res))
-            done += 1
-            bar.update(1)
-            # Commit in batches (one fsync per batch, not per clip), and at least every couple of seconds.
-            if len(pending) >= commit_every or time.monotonic() - last_commit > 2.0:
-                store.append(pending)
-                pending = []
-                last_commit = time.monotonic()
-            if callback is not None:
-                callback(done, len(tasks))
-        store.append(pending)
-        pending = []
-    finally:
-        # Keep what finished before an interruption (KeyboardInterrupt, an exception in a callback).
-        if pending:
-            store.append(pending)
-        store.flush()
-        bar.close()
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
-
-
 def preprocess(
     source: str | os.PathLike | pd.DataFrame,
     out_dir: str | os.PathLike,
@@ -640,30 +540,36 @@ def preprocess(
     manifest, rejected, default_classes = scan(source, recipe=recipe, group_pattern=group_pattern)
     manifest, excluded = apply_class_map(manifest, classes if classes is not None else default_classes, min_clips, top_n)
     clip_samples = int(round(clip_seconds * SAMPLE_RATE))
-    header = {
-        "format": FORMAT_VERSION,
-        "sample_rate": SAMPLE_RATE,
-        "clip_samples": clip_samples,
-        "crop": crop,
-        "max_seconds": max_seconds,
-    }
+    header = {"format": FORMAT_VERSION, "sample_rate": SAMPLE_RATE, "clip_samples": clip_samples, "crop": crop,
+              "max_seconds": max_seconds}
     store = Store.open(out, header)
-    manifest["key"] = [file_key(p) for p in manifest["path"]]
+    manifest, decoded = _decode_new_files(manifest, store, header, workers, progress, callback, commit_every)
+    kept, rejected = _kept_rows(manifest, rejected, store, clip_seconds)
+    kept, labels = _label_and_split(kept, fractions, seed)
+    info = _write_cache(out, store, kept, rejected, labels, dict(
+        clip_seconds=clip_seconds, clip_samples=clip_samples, crop=crop, seed=seed, fractions=list(fractions),
+        source=str(source) if not isinstance(source, pd.DataFrame) else "<DataFrame>"))
+    return PreprocessReport(cache_dir=out, kept=kept, rejected=rejected.reset_index(drop=True), excluded=excluded,
+                            classes=labels, decoded=decoded, reused=len(manifest) - decoded, settings=info)
+
+
+def _decode_new_files(manifest, store, header, workers, progress, callback, commit_every) -> tuple[pd.DataFrame, int]:
+    """Decode the files the store has not seen (with these settings) into it; returns the de-duplicated manifest
+    (a ``key`` per file) and how many files were decoded."""
+    manifest = manifest.assign(key=[file_key(p) for p in manifest["path"]])
     manifest = manifest.drop_duplicates("key").reset_index(drop=True)
     # Rejected files are tried again on every run (they are few, and a permission or a half-copied file may have
     # been fixed without changing the file's size or time); finished ones never are.
     todo = manifest[~manifest["key"].isin(store.rows.keys())]
-    reused = len(manifest) - len(todo)
-    _run_decode(
-        [(p, clip_samples, crop, max_seconds) for p in todo["path"]],
-        list(todo["key"]),
-        store,
-        workers,
-        progress,
-        callback,
-        commit_every,
-    )
+    tasks = [(p, header["clip_samples"], header["crop"], header["max_seconds"]) for p in todo["path"]]
+    decode_into_store(store, tasks, list(todo["key"]), workers=workers, progress=progress, callback=callback,
+                      commit_every=commit_every)
+    return manifest, len(todo)
 
+
+def _kept_rows(manifest, rejected, store, clip_seconds: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The manifest rows that decoded (with their decode facts and event times inside the kept window), and the
+    rejected files with the decoders' reasons added."""
     bad = manifest["key"].isin(store.errors.keys())
     rejected = pd.concat(
         [rejected, pd.DataFrame({"path": manifest.loc[bad, "path"], "reason": manifest.loc[bad, "key"].map(store.errors)})],
@@ -679,44 +585,46 @@ def preprocess(
             kept[col] = (kept[col] - kept["crop_start_s"]).clip(lower=0.0, upper=clip_seconds)
         outside = kept["event_offset_s"] <= kept["event_onset_s"]  # the event lies outside the kept window
         kept.loc[outside, ["event_onset_s", "event_offset_s"]] = np.nan
+    return kept, rejected
+
+
+_MANIFEST_COLUMNS = [
+    "path", "label", "label_id", "category", "split", "group", "fold", "duration_s", "orig_sr", "channels",
+    "length", "crop_start_s", "event_onset_s", "event_offset_s", "snr_db", "key",
+]
+
+
+def _label_and_split(kept: pd.DataFrame, fractions, seed: int) -> tuple[pd.DataFrame, list[str]]:
+    """Label ids (classes ordered by category, then name) and group-aware splits; columns in manifest order."""
     labels = sorted(kept["label"].unique(), key=lambda lab: (_category_rank(kept, lab), lab)) if len(kept) else []
     kept["label_id"] = kept["label"].map({lab: i for i, lab in enumerate(labels)}).astype("int64")
     kept["split"] = assign_splits(kept, fractions=fractions, seed=seed)
-    order = [
-        "path", "label", "label_id", "category", "split", "group", "fold", "duration_s", "orig_sr", "channels",
-        "length", "crop_start_s", "event_onset_s", "event_offset_s", "snr_db", "key",
-    ]
-    kept = kept[order + [c for c in kept.columns if c not in order]]
+    return kept[_MANIFEST_COLUMNS + [c for c in kept.columns if c not in _MANIFEST_COLUMNS]], labels
 
+
+def _write_cache(out: Path, store, kept, rejected, labels, settings: dict) -> dict:
+    """Compact the rows to the manifest's order, then write manifest, rejected list and ``cache.json`` (last: the
+    mark of a finished cache)."""
     store.compact(list(kept["key"]))
     store.truncate()
-    _atomic_write_text(out / "manifest.csv", kept.to_csv(index=False, lineterminator="\n"))
-    _atomic_write_text(out / "rejected.csv", rejected.to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(out / "manifest.csv", kept.to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(out / "rejected.csv", rejected.to_csv(index=False, lineterminator="\n"))
     info = {
         "format": FORMAT_VERSION,
         "labels": labels,
         "categories": {lab: str(kept.loc[kept["label"] == lab, "category"].iloc[0]) for lab in labels},
         "sample_rate": SAMPLE_RATE,
-        "clip_seconds": clip_seconds,
-        "clip_samples": clip_samples,
-        "crop": crop,
+        "clip_seconds": settings["clip_seconds"],
+        "clip_samples": settings["clip_samples"],
+        "crop": settings["crop"],
         "n_clips": int(len(kept)),
         "n_rejected": int(len(rejected)),
-        "source": str(source) if not isinstance(source, pd.DataFrame) else "<DataFrame>",
-        "seed": seed,
-        "fractions": list(fractions),
+        "source": settings["source"],
+        "seed": settings["seed"],
+        "fractions": settings["fractions"],
     }
-    _atomic_write_text(out / "cache.json", json.dumps(info, indent=1))
-    return PreprocessReport(
-        cache_dir=out,
-        kept=kept,
-        rejected=rejected.reset_index(drop=True),
-        excluded=excluded,
-        classes=labels,
-        decoded=len(todo),
-        reused=reused,
-        settings=info,
-    )
+    atomic_write_text(out / "cache.json", json.dumps(info, indent=1))
+    return info
 
 
 def _category_rank(kept: pd.DataFrame, label: str) -> tuple[int, str]:

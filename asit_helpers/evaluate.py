@@ -29,7 +29,8 @@ import pandas as pd
 import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from .batches import ClipDataset, EmbeddingStore, WaveformCollator, cache_labels
+from .batches import ClipDataset, EmbeddingStore, WaveformCollator
+from .cache import AudioCache
 from .inference import classify_batch
 from .model import AsitForAudioClassification, load_model
 from .runtime import resolve_device, resolve_precision
@@ -265,11 +266,6 @@ def evaluate(
         an :class:`EvalReport`.
     """
     if isinstance(cache, (str, Path)):
-        try:
-            from .data import AudioCache
-        except ImportError:  # the data module re-exports it; the class itself lives in cache.py
-            from .cache import AudioCache
-
         cache = AudioCache.open(cache)
     model = load_model(model_or_dir, device=resolve_device(device))
     choice = resolve_precision(precision, model.device)
@@ -285,7 +281,7 @@ def evaluate(
     out = forward_cache(model, cache, indices, batch_size, embeddings, progress, precision=choice.precision)
     probs = torch.softmax(torch.from_numpy(out["logits"]), dim=-1).numpy()
     y_pred = probs.argmax(axis=1)
-    y_true = cache_labels(cache)[indices]
+    y_true = cache.label_ids()[indices]
     metrics = classification_metrics(y_true, y_pred, labels)
 
     clips = cache.manifest.iloc[indices].copy().reset_index(drop=True)

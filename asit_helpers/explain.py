@@ -40,7 +40,6 @@ import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE
-from .batches import cache_labels
 from .inference import classify_batch
 from .model import AsitForAudioClassification
 
@@ -464,7 +463,7 @@ def faithfulness_on_cache(model: AsitForAudioClassification, cache, indices: Seq
     """:func:`faithfulness` on clips ``indices`` of an ``AudioCache`` (their real samples, their true labels)."""
     indices = np.asarray(indices, dtype=np.int64)
     waveforms = [np.asarray(cache.audio(int(i))[: int(cache.lengths[int(i)])]) for i in indices]
-    targets = cache_labels(cache)[indices]
+    targets = cache.label_ids()[indices]
     return faithfulness(model, waveforms, targets, **kwargs)
 
 

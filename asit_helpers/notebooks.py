@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator
 
 from . import messages
 from .colab import in_colab, workspace_root
+from .files import json_default
 from .messages import Explanation, LessonStop
 
 __all__ = [
@@ -169,7 +170,7 @@ class Workspace:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, default=_json_default)
+            json.dump(data, f, indent=1, default=json_default)
         os.replace(tmp, path)
         return path
 
@@ -178,18 +179,6 @@ class Workspace:
         if not path.exists():
             raise FileNotFoundError(f"{path}: not found; run the notebook that writes it first")
         return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _json_default(obj: Any):
-    import numpy as np
-
-    if isinstance(obj, (np.integer, np.floating, np.bool_)):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def checkout_root() -> Path | None:

@@ -202,16 +202,6 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _in_colab() -> bool:
-    """Whether this Python runs inside Google Colab (its ``google.colab`` package is importable there only)."""
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec("google.colab") is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def hub_status() -> dict[str, Any]:
     """Whether the Hugging Face Hub is switched off (``HF_HUB_OFFLINE``) and where its cache lives."""
     from huggingface_hub import constants
@@ -269,6 +259,7 @@ def require_hub_model(model_id: str, timeout: float = 5.0) -> None:
 def environment() -> dict[str, Any]:
     """What ``asit env`` prints: Python, OS, package versions, the device and what ``auto`` precision picks."""
     from . import __version__
+    from .colab import in_colab
 
     device = resolve_device()
     info: dict[str, Any] = {
@@ -284,7 +275,7 @@ def environment() -> dict[str, Any]:
             "inference": resolve_precision("auto", device, warn=False).to_dict(),
             "training": resolve_precision("auto", device, training=True, warn=False).to_dict(),
         },
-        "colab": _in_colab(),
+        "colab": in_colab(),
         "hub": hub_status(),
     }
     info["hub"]["reachable"] = False if info["hub"]["offline"] else hub_reachable()

@@ -283,23 +283,49 @@ def create_app(
             resolved once by :func:`asit_helpers.runtime.resolve_precision`; ``/health`` says what it chose and why.
     """
     model = load_model(checkpoint_dir_or_model, device=device)
-    choice = resolve_precision(precision, model.device)
-    predictor = make_predictor(model, batching)
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    default_top_k = max(1, min(top_k, len(labels)))  # a 3-class model can't rank 5
-    if isinstance(checkpoint_dir_or_model, (str, Path)):
-        model_name = Path(checkpoint_dir_or_model).resolve().name
-    else:
-        model_name = getattr(model.config, "_name_or_path", "") or "in-memory model"
-    origins = [cors_origins] if isinstance(cors_origins, str) else list(cors_origins or [])
-
-    package = resources.files("asit_helpers")
-    app = Flask(__name__, template_folder=str(package / "templates"), static_folder=None)
+    served = _Served(
+        model=model,
+        predictor=make_predictor(model, batching),
+        precision=resolve_precision(precision, model.device),
+        labels=[model.config.id2label[i] for i in range(model.config.num_labels)],
+        name=(Path(checkpoint_dir_or_model).resolve().name if isinstance(checkpoint_dir_or_model, (str, Path))
+              else getattr(model.config, "_name_or_path", "") or "in-memory model"),
+        max_upload_mb=max_upload_mb,
+        max_seconds=max_seconds,
+    )
+    served.default_top_k = max(1, min(top_k, len(served.labels)))  # a 3-class model can't rank 5
+    app = Flask(__name__, template_folder=str(_PACKAGE / "templates"), static_folder=None)
     app.request_class = _InMemoryRequest
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
-    app.config["ASIT_PREDICTOR"] = predictor
-    app.config["ASIT_PRECISION"] = choice
+    app.config["ASIT_PREDICTOR"] = served.predictor
+    app.config["ASIT_PRECISION"] = served.precision
     app.json.sort_keys = False
+    _add_error_handlers(app, max_upload_mb)
+    _add_headers(app, [cors_origins] if isinstance(cors_origins, str) else list(cors_origins or []))
+    _add_page(app, served)
+    _add_api(app, served)
+    return app
+
+
+_PACKAGE = resources.files("asit_helpers")
+
+
+@dataclass
+class _Served:
+    """What the routes share: the model, how requests reach it, and the limits."""
+
+    model: AsitForAudioClassification
+    predictor: Callable
+    precision: Any  # runtime.PrecisionChoice, resolved once
+    labels: list[str]
+    name: str
+    max_upload_mb: float
+    max_seconds: float
+    default_top_k: int = 5
+
+
+def _add_error_handlers(app: Flask, max_upload_mb: float) -> None:
+    """Every error is JSON: 413 names the limit; a bug is logged with its traceback and answered 500."""
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
@@ -312,6 +338,10 @@ def create_app(
         log.exception("unexpected error while serving %s", request.path)
         return _error(500, f"internal error ({type(exc).__name__}); see the server log")
 
+
+def _add_headers(app: Flask, origins: list[str]) -> None:
+    """``nosniff`` on every response; CORS headers only for the configured origins."""
+
     @app.after_request
     def _headers(resp: Response) -> Response:
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -323,34 +353,43 @@ def create_app(
             resp.headers["Vary"] = "Origin"
         return resp
 
+
+def _add_page(app: Flask, served: _Served) -> None:
+    """The web page and its static files (from the package, by an allow-list of types)."""
+
     @app.get("/")
     def index():
-        return render_template("index.html", labels=labels, model_name=model_name, version=__version__,
-                               max_upload_mb=max_upload_mb, max_seconds=max_seconds)
+        return render_template("index.html", labels=served.labels, model_name=served.name, version=__version__,
+                               max_upload_mb=served.max_upload_mb, max_seconds=served.max_seconds)
 
     @app.get("/static/<path:name>")
     def static_file(name: str):
-        target = package / "static" / name
+        target = _PACKAGE / "static" / name
         suffix = Path(name).suffix
         if "/" in name or "\\" in name or name.startswith(".") or suffix not in _STATIC_TYPES or not target.is_file():
             return _error(404, f"no such file: {name}")
         return Response(target.read_bytes(), mimetype=_STATIC_TYPES[suffix],
                         headers={"Cache-Control": "no-cache"})
 
+
+def _add_api(app: Flask, served: _Served) -> None:
+    """``/health``, ``/labels`` and ``/predict``."""
+    labels = served.labels
+
     @app.get("/health")
     def health():
         return jsonify({
             "status": "ok",
-            "model": model_name,
-            "device": str(model.device),
-            "precision": choice.precision,
-            "precision_reason": choice.reason,
+            "model": served.name,
+            "device": str(served.model.device),
+            "precision": served.precision.precision,
+            "precision_reason": served.precision.reason,
             "classes": len(labels),
             "labels": labels,
             "version": __version__,
-            "batching": predictor.mode,
-            "max_upload_mb": max_upload_mb,
-            "max_seconds": max_seconds,
+            "batching": served.predictor.mode,
+            "max_upload_mb": served.max_upload_mb,
+            "max_seconds": served.max_seconds,
         })
 
     @app.get("/labels")
@@ -361,7 +400,7 @@ def create_app(
     def predict_route():
         if request.method == "OPTIONS":  # CORS preflight; headers added by _headers when configured
             return Response(status=204)
-        k = request.args.get("top_k", str(default_top_k))
+        k = request.args.get("top_k", str(served.default_top_k))
         if not (k.isascii() and k.isdigit()) or not 1 <= int(k) <= len(labels):  # "²".isdigit() is True
             return _error(400, f"top_k must be a whole number from 1 to {len(labels)}, got {k!r}")
         got = _request_audio()
@@ -372,15 +411,14 @@ def create_app(
         source.name = name  # load_audio names the upload in its error messages
         started = time.perf_counter()
         try:
-            pred = predictor(source, top_k=int(k), max_seconds=max_seconds, precision=choice.precision)
+            pred = served.predictor(source, top_k=int(k), max_seconds=served.max_seconds,
+                                    precision=served.precision.precision)
         except AudioError as exc:
             return _error(_status_for(exc), str(exc))
         body = pred.to_dict()
         body["source"] = name
         body["latency_ms"] = round((time.perf_counter() - started) * 1000.0, 2)
         return jsonify(body)
-
-    return app
 
 
 def serve(

@@ -76,8 +76,8 @@ class TrainArgs:
     """
 
     preset: str = _setting("base", "backbone and its recipe: base (facebook/wav2vec2-base), tiny-fb (offline, "
-                                   "trains from scratch on a CPU), base-random (speed measurements only), a Hub id "
-                                   "or a folder (base's recipe)")
+                                   "trains from scratch on a CPU), a Hub id or a folder (base's recipe); base-random "
+                                   "is for speed measurements")
     pooling: str = _setting("attention", "attention, multihead or mean pooling over the frames", choices=POOLINGS)
     model_kwargs: dict = _setting(factory=dict, help="other AsitConfig fields as JSON, e.g. '{\"num_heads\": 4, "
                                       "\"layer_weighted_sum\": true, \"label_smoothing\": 0.1}'")
@@ -173,7 +173,7 @@ class Preset:
         recipe: the :class:`TrainArgs` fields that differ from the field defaults (base's recipe).
         offline: needs no download.
         offered: listed in ``--help`` and the README (``False``: kept for the test suite only).
-        measurement_only: random weights at full size, for speed measurements; ``asit train`` warns.
+        measurement_only: random weights at full size, for speed measurements; ``asit train`` refuses it.
     """
 
     backbone: str
@@ -196,7 +196,7 @@ PRESETS: dict[str, Preset] = {
                     lr_head=5e-3, lr_backbone=5e-3)),
     "base-random": Preset(
         "base-random", "wav2vec2-base's size with random weights: for speed measurements only (it does not learn "
-        "in a CPU budget)", recipe=dict(freeze_feature_encoder=False), measurement_only=True),
+        "in a CPU budget; asit train refuses it)", recipe=dict(freeze_feature_encoder=False), measurement_only=True),
     # The test suite's miniature (a 7-layer conv front end at 1/1000 of the size): fast, but it does not learn
     # in any short recipe, so it is not offered to users.
     "tiny": Preset("tiny", "test fixture", recipe=dict(epochs=10, batch_size=16, grad_accum=1, lr_backbone=1e-4),

@@ -28,7 +28,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, machine_info, write_json  # noqa: E402
 
-from asit_helpers.loadtest import ServerProcess, hammer  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the load tester is test tooling
+from loadtest import ServerProcess, hammer  # noqa: E402
 
 LABELS = [f"class_{i}" for i in range(22)]  # ASiT's 22 classes; names don't matter for speed
 

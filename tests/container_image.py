@@ -26,10 +26,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-try:  # the load tester may move from the package to tests/
-    from asit_helpers.loadtest import ServerProcess, free_port, hammer
-except ImportError:  # pragma: no cover
-    from loadtest import ServerProcess, free_port, hammer
+from loadtest import ServerProcess, free_port, hammer  # test tooling, beside this file in tests/
 
 __all__ = ["ServerProcess", "free_port", "hammer", "podman_command", "podman", "ensure_base", "build_image",
            "image_size_mb", "share_with_container", "running", "wait_healthy"]

@@ -104,14 +104,14 @@ def test_a_preset_alone_trains_its_recipe(monkeypatch, train_cache, tmp_path, ca
     assert "mode" not in seen  # one flag overrides one field
 
 
-def test_test_fixture_preset_is_refused_and_base_random_warned(monkeypatch, train_cache, tmp_path, capsys):
+def test_test_fixture_and_measurement_presets_are_refused(monkeypatch, train_cache, tmp_path, capsys):
     import asit_helpers.train as train_module
 
     monkeypatch.setattr(train_module, "train", lambda *a, **k: (_ for _ in ()).throw(ValueError("stopped")))
     code, text = run(capsys, "train", train_cache.folder, "--out", tmp_path / "k", "--preset", "tiny")
     assert code == 2 and "test fixture" in text and "--preset tiny-fb" in text
     code, text = run(capsys, "train", train_cache.folder, "--out", tmp_path / "k", "--preset", "base-random")
-    assert "speed measurements" in text and "stopped" in text
+    assert code == 2 and "speed measurements" in text and "stopped" not in text
 
 
 def test_deprecated_flags_still_work(monkeypatch, train_cache, tmp_path, capsys):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from asit_helpers.loadtest import ServerProcess
+from loadtest import ServerProcess
 from conftest import LABELS, tone
 
 pytestmark = pytest.mark.browser

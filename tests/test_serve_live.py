@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from asit_helpers.loadtest import ServerProcess, hammer
+from loadtest import ServerProcess, hammer
 from conftest import LABELS, tone
 
 requests = pytest.importorskip("requests")
