@@ -53,6 +53,15 @@ __all__ = [
     "ensure_data",
     "ensure_checkpoint",
     "check_backbone",
+    "training_settings",
+    "frame_facts",
+    "describe_frames",
+    "about_this_run",
+    "pick_examples",
+    "snr_table",
+    "imbalanced_view",
+    "show_tree",
+    "describe_manifest",
 ]
 
 #: GitHub ``owner/name`` of the project: the Colab badges, the "view on GitHub" links and the Colab install line.
@@ -355,3 +364,269 @@ def check_backbone(preset: str, *, offline: bool) -> None:
         raise LessonStop(Explanation(str(exc).splitlines()[0].removeprefix("error: "),
                                      'Set PRESET to a Hub id (e.g. "facebook/wav2vec2-base"), "base", or '
                                      'OFFLINE = True.')) from None
+
+
+# ---- what a lesson says about its own run (issue 20): the settings it trains with, the model's frames, the data --
+
+
+#: What the offline recipe scored when it was measured (the figures in :data:`OFFLINE_TRAINING`'s comment), for
+#: the "you should see about" line of the offline box; a run lands near them, not on them.
+OFFLINE_MEASURED = dict(accuracy=0.952, macro_f1=0.951, attention_in_event=0.98, chance=0.24,
+                        how="`asit train` with this recipe on the same 1,320-clip cache, 2026-11-24")
+#: The parameters cell's names of the settings that ``training_settings`` reports on.
+_PARAMETER_NAMES = {"preset": "PRESET", "pooling": "POOLING", "mode": "MODE", "epochs": "EPOCHS",
+                    "batch_size": "BATCH_SIZE"}
+
+
+def training_settings(*, offline: bool, smoke: bool, **chosen) -> tuple[dict, list[str]]:
+    """Notebook 03's training settings, and one sentence for every value the run chose instead of you.
+
+    ``chosen`` holds the parameters cell's values (``preset``, ``pooling``, ``mode``, ``epochs``, ``batch_size``);
+    ``None`` means "the recipe". The recipe is the preset's own (``train.PRESETS``), except for the offline preset,
+    which the lessons train with the shorter demo recipe whose results were measured (:data:`OFFLINE_TRAINING`).
+    Offline, a preset that needs the Hub becomes the offline preset; every value you set yourself is kept.
+    Smoke runs cut training to :data:`SMOKE_TRAINING` and say so.
+    """
+    from .train import PRESETS, TrainArgs
+
+    settings = dict(chosen)
+    notes = []
+    if offline and not PRESETS.get(settings.get("preset"), PRESETS["base"]).offline:
+        notes.append(f"OFFLINE: PRESET {settings.get('preset')!r} needs the Hugging Face Hub, so this run trains "
+                     f"{OFFLINE_TRAINING['preset']!r} (a random-initialised tiny wav2vec2) instead")
+        settings["preset"] = OFFLINE_TRAINING["preset"]
+    if settings["preset"] == OFFLINE_TRAINING["preset"]:
+        recipe, source = {k: v for k, v in OFFLINE_TRAINING.items() if k != "preset"}, "the offline demo recipe"
+    else:
+        recipe, source = TrainArgs.for_preset(settings["preset"]).to_dict(), f"the {settings['preset']!r} recipe"
+        recipe = {k: v for k, v in recipe.items() if k in _PARAMETER_NAMES and k != "preset"}
+    for key, value in recipe.items():
+        if settings.get(key) is None:
+            settings[key] = value
+            if key in _PARAMETER_NAMES:
+                notes.append(f"{_PARAMETER_NAMES[key]} = None: {value!r}, {source}")
+    if smoke:
+        for key, value in SMOKE_TRAINING.items():
+            if settings.get(key) != value:
+                notes.append(f"SMOKE: {_PARAMETER_NAMES.get(key, key)} {settings.get(key)!r} -> {value!r} "
+                             "(seconds-long run: it checks that everything runs, not that the model learns)")
+                settings[key] = value
+    return settings, notes
+
+
+def _backbone_config(model_or_preset):
+    from .model import TINY_BACKBONE, TINY_FB_BACKBONE, BASE_CHECKPOINT
+
+    if hasattr(model_or_preset, "config"):
+        return model_or_preset.config.backbone_config
+    if hasattr(model_or_preset, "backbone_config"):
+        return model_or_preset.backbone_config
+    from transformers import AutoConfig, Wav2Vec2Config
+
+    tables = {"tiny": TINY_BACKBONE, "tiny-fb": TINY_FB_BACKBONE, "base-random": {}}
+    if model_or_preset in tables:
+        return Wav2Vec2Config(**tables[model_or_preset])
+    return AutoConfig.from_pretrained(BASE_CHECKPOINT if model_or_preset == "base" else str(model_or_preset))
+
+
+def frame_facts(model_or_preset, seconds: float = 5.0, sr: int = 16000) -> dict:
+    """What a backbone makes of a clip, computed from its configuration (a loaded model, an ``AsitConfig`` or a
+    preset name): convolutions, samples between frames (hop), samples one frame's convolutions see (receptive
+    field), frames per ``seconds`` of audio, the first frame's centre, the frame vector's size, transformer layers.
+    """
+    cfg = _backbone_config(model_or_preset)
+    kernels, strides = [int(k) for k in cfg.conv_kernel], [int(s) for s in cfg.conv_stride]
+    field, hop, length = 1, 1, int(round(seconds * sr))
+    for k, s in zip(kernels, strides):
+        field += (k - 1) * hop
+        hop *= s
+        length = (length - k) // s + 1  # the convolution's output length (no padding), as the backbone computes it
+    return {"convolutions": len(kernels), "kernels": kernels, "strides": strides, "hop_samples": hop,
+            "hop_ms": 1000 * hop / sr, "field_samples": field, "field_ms": 1000 * field / sr, "seconds": seconds,
+            "frames": length, "first_centre_ms": 1000 * field / 2 / sr, "hidden_size": int(cfg.hidden_size),
+            "transformer_layers": int(cfg.num_hidden_layers)}
+
+
+def describe_frames(model_or_preset, seconds: float = 5.0) -> str:
+    """:func:`frame_facts` as the sentences notebook 03 prints."""
+    f = frame_facts(model_or_preset, seconds)
+    return (
+        f"{f['convolutions']} convolutions (kernels {f['kernels']}, strides {f['strides']}) read the waveform and "
+        f"emit one {f['hidden_size']}-number frame every {f['hop_samples']} samples = {f['hop_ms']:g} ms;\n"
+        f"each frame's convolutions see {f['field_samples']} samples = {f['field_ms']:g} ms of audio (the receptive "
+        f"field), so neighbouring frames overlap by {f['field_ms'] - f['hop_ms']:g} ms;\n"
+        f"a {f['seconds']:g} s clip becomes {f['frames']} frames; frame t is centred at "
+        f"t x {f['hop_ms']:g} ms + {f['first_centre_ms']:g} ms;\n"
+        f"then {f['transformer_layers']} transformer layers let every frame look at every other one: after them a "
+        "frame's vector can carry evidence from anywhere in the clip."
+    )
+
+
+def about_this_run(offline: bool, *, demo: bool = False):
+    """The short box at the top of notebooks 03-06: what the data and the backbone of this run are, and what to
+    expect from them (published figures quoted as published, with their source). Returns IPython Markdown."""
+    from IPython.display import Markdown
+
+    m = OFFLINE_MEASURED
+    if offline:
+        text = (
+            "**What this run is: the offline demo.** The clips are *synthetic*: 22 procedurally generated event "
+            "types, each mixed once, louder than the background, into steady noise (white, pink, brown or muffled, "
+            "some with slow level swells; no second sound, no loud distractor). The "
+            f"backbone is `{OFFLINE_TRAINING['preset']}`, a random-initialised miniature wav2vec2 trained from scratch "
+            "on these clips, not the pretrained `facebook/wav2vec2-base`. The event is always the one changing, "
+            "loud part of a steady clip, and each class comes from one generator, so the task is easy: high "
+            "accuracy and attention inside the event are expected here, and say little about real recordings."
+            f"\n\n**You should see about** (measured with the offline recipe, {m['how']}): test accuracy "
+            f"{m['accuracy']:.2f}, macro-F1 {m['macro_f1']:.2f} (chance {1 / 22:.2f}), {m['attention_in_event']:.2f} of "
+            f"the pooling weight inside the true event window (chance {m['chance']:.2f}). A `SMOKE` run trains for "
+            "seconds and stays near chance: it checks that the lesson runs, not that the model learns."
+        )
+        if demo:
+            text += (
+                "\n\n**This model has only heard synthetic sounds.** Real ones (your voice, a clap, a real dog) "
+                "get one of its 22 labels anyway, often with a high score: a softmax always picks a class, and "
+                "its score is not a calibrated probability. Treat its answers on the microphone as a lesson in "
+                "what a model does outside its training data, not as a classifier."
+            )
+    else:
+        text = (
+            "**What this run is: the real path.** ESC-22 (22 classes of ESC-50's real 5 s recordings, split by "
+            "ESC-50's official folds) with the pretrained `facebook/wav2vec2-base` (speech, 960 h of LibriSpeech). "
+            "What to expect, from published figures (on all 50 ESC-50 classes, so not directly comparable, and not "
+            "ASiT's measurements): a frozen wav2vec2-base with a linear probe scores about 42-56 % (HEAR 2021, "
+            "ARCH and X-ARES benchmark reports); fine-tuning reaches about 71 %; models pretrained on AudioSet do "
+            "far better (AST 95.6 %, Gong et al. 2021; BEATs 98.1 %, Chen et al. 2022). ESC-22 has fewer classes "
+            "(chance 1/22), so expect more than those figures but well below the synthetic demo."
+        )
+    return Markdown("> " + text.replace("\n", "\n> "))
+
+
+def pick_examples(clips, n: int = 4) -> list[tuple[int, str]]:
+    """Rows of ``clips`` (a DataFrame with ``label``, ``predicted`` and, for synthetic data, ``event_onset_s`` /
+    ``event_offset_s``) worth plotting, each with the reason it was picked: the most confident mistake (if the
+    model made any), a texture (a clip of the class with the longest events), the shortest event, then clips of
+    other classes. One clip per class.
+    """
+    import numpy as np
+
+    picked: list[tuple[int, str]] = []
+    used: set[str] = set()
+
+    def add(row, why):
+        if row is not None and len(picked) < n and clips.loc[row, "label"] not in used:
+            picked.append((row, why))
+            used.add(clips.loc[row, "label"])
+
+    wrong = clips[clips["label"] != clips["predicted"]]
+    if len(wrong):
+        by_score = wrong.sort_values("score", ascending=False) if "score" in wrong else wrong
+        add(by_score.index[0], "a mistake")
+    if "event_onset_s" in clips and np.isfinite(clips["event_onset_s"].to_numpy(dtype=float)).any():
+        duration = (clips["event_offset_s"] - clips["event_onset_s"]).astype(float)
+        longest = duration.groupby(clips["label"]).mean().idxmax()
+        add(duration[clips["label"] == longest].idxmax(), f"a texture ({longest}: the longest events)")
+        add(duration[~clips["label"].isin(used)].idxmin(), "the shortest event")
+    for row in clips.index:
+        add(row, "correct" if clips.loc[row, "label"] == clips.loc[row, "predicted"] else "a mistake")
+    return picked
+
+
+def snr_table(report):
+    """``report.by_snr`` for reading: SNR levels as "3.1 to 8.0 dB", clips right out of clips, and how much one
+    clip moves the accuracy at that level (differences smaller than a clip or two are noise, not a trend)."""
+    import re
+
+    table = report.by_snr.copy()
+
+    def level(value) -> str:
+        numbers = re.findall(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", str(value))
+        return f"{float(numbers[0]):.1f} to {float(numbers[1]):.1f} dB" if len(numbers) == 2 else f"{float(value):.1f} dB"
+
+    table["snr_db"] = table["snr_db"].map(level)
+    table["right"] = (table["accuracy"] * table["n"]).round().astype(int).astype(str) + " of " + table["n"].astype(str)
+    table["one clip"] = 1 / table["n"]
+    return table.set_index("snr_db").round(3)
+
+
+def imbalanced_view(report, *, small: int = 1):
+    """Accuracy and macro-F1 on the whole split and on an imbalanced subset of the same predictions: every clip of
+    the better-recognised half of the classes, and only ``small`` clip(s) of each other class, its mistakes first.
+    On balanced data the two scores agree; on the subset accuracy follows the big classes while macro-F1 still
+    counts every class once. (The subset is built to show the difference, not to measure the model.)"""
+    import numpy as np
+    import pandas as pd
+
+    from .evaluate import classification_metrics
+
+    clips = report.clips
+    recall = report.per_class["recall"].sort_values(ascending=False)
+    big = set(recall.index[: (len(recall) + 1) // 2])
+    keep = clips[clips["label"].isin(big)]
+    others = clips[~clips["label"].isin(big)]
+    rest = others.assign(_right=others["label"] == others["predicted"]).sort_values("_right", kind="stable")
+    rest = rest.groupby("label", group_keys=False).head(small).drop(columns="_right")
+    ids = {name: i for i, name in enumerate(report.labels)}
+    rows = {}
+    for name, part in (("whole split (balanced)", clips), ("imbalanced subset", pd.concat([keep, rest]))):
+        m = classification_metrics(part["label"].map(ids).to_numpy(), part["predicted"].map(ids).to_numpy(),
+                                   report.labels)
+        counts = part["label"].value_counts()
+        rows[name] = {"clips": len(part), "clips per class": f"{counts.min()}-{counts.max()}",
+                      "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+    return pd.DataFrame(rows).T.assign(accuracy=lambda d: d["accuracy"].astype(float).round(3),
+                                        macro_f1=lambda d: d["macro_f1"].astype(float).round(3))
+
+
+def show_tree(root, *, files_per_folder: int = 1, folders_per_level: int = 2) -> str:
+    """The layout of a dataset folder, abbreviated: every top-level folder, then a few folders per level and a
+    few files per folder, each shortened part saying how much it leaves out (``Category/class/clip.wav`` trees
+    read at a glance)."""
+    from pathlib import Path
+
+    root = Path(root)
+    lines = [f"{root.name}/"]
+
+    def walk(folder: Path, depth: int) -> None:
+        entries = sorted(folder.iterdir(), key=lambda p: (p.is_file(), p.name))
+        dirs, files = [p for p in entries if p.is_dir()], [p for p in entries if p.is_file()]
+        pad = "    " * depth
+        shown = len(dirs) if depth == 1 else folders_per_level
+        for d in dirs[:shown]:
+            count = sum(1 for p in d.rglob("*") if p.is_file())
+            lines.append(f"{pad}{d.name}/  ({count} files)")
+            walk(d, depth + 1)
+        if len(dirs) > shown:
+            lines.append(f"{pad}... and {len(dirs) - shown} more: {', '.join(d.name for d in dirs[shown:])}")
+        for f in files[:files_per_folder]:
+            lines.append(f"{pad}{f.name}")
+        if len(files) > files_per_folder:
+            lines.append(f"{pad}... and {len(files) - files_per_folder} more files")
+
+    walk(root, 1)
+    return "\n".join(lines)
+
+
+#: What each manifest column records (notebook 01 prints the ones a manifest has).
+MANIFEST_COLUMNS = {
+    "path": "where the audio file is",
+    "rel_path": "the same path, relative to the dataset folder",
+    "label": "the class (the folder name, or the dataset's metadata)",
+    "category": "the class's category (the folder above it)",
+    "group": "clips cut from one recording share a group; a split never separates a group",
+    "fold": "the dataset's own fold (ESC-50: 1-5), used for the split when present",
+    "event_onset_s": "synthetic only: when the event starts (s)",
+    "event_offset_s": "synthetic only: when it ends (s)",
+    "snr_db": "synthetic only: the event's level over the background (dB)",
+    "duration_s": "the file's duration (s)",
+    "split": "train, val or test",
+}
+
+
+def describe_manifest(manifest):
+    """One row per manifest column: what it records and the first clip's value."""
+    import pandas as pd
+
+    first = manifest.iloc[0]
+    return pd.DataFrame({"records": [MANIFEST_COLUMNS.get(c, "") for c in manifest.columns],
+                         "first clip": [first[c] for c in manifest.columns]}, index=manifest.columns)

@@ -37,8 +37,12 @@ def _class_order(df) -> list[str]:
     key = ["label_id"] if "label_id" in rows else ["label"]
     if "category" in rows:
         rows = rows.assign(_cat=rows["category"].fillna("").astype(str))
-        first = rows.sort_values(key).groupby("_cat", sort=False)[key[0]].first()
-        rows = rows.assign(_cat_rank=rows["_cat"].map({c: i for i, c in enumerate(first.sort_values().index)}))
+        if "label_id" in rows:  # categories in the order of their first class id
+            first = rows.groupby("_cat")["label_id"].min().sort_values()
+            ranks = {c: i for i, c in enumerate(first.index)}
+        else:  # alphabetical, as the Category/class folder tree sorts
+            ranks = {c: i for i, c in enumerate(sorted(rows["_cat"].unique()))}
+        rows = rows.assign(_cat_rank=rows["_cat"].map(ranks))
         key = ["_cat_rank"] + key
     return rows.sort_values(key)["label"].tolist()
 
@@ -155,9 +159,9 @@ def plot_examples(cache, indices=None, *, labels=None, n: int = 4, seed: int = 0
             ax_w.set(xlim=(0, max(t[-1], 1e-3)), title=f"{df['label'].iloc[i]} ({df['split'].iloc[i]})")
             ax_w.set_xticklabels([])
             spec, centres = _log_mel(x, sr)
-            top = float(spec.max())
-            im = ax_s.imshow(spec, origin="lower", aspect="auto", cmap="magma",
-                             extent=(0, x.size / sr, 0, spec.shape[0]), vmin=top - 80, vmax=top)
+            # dB below the clip's loudest point: one colour scale (and one colour bar) fits every clip
+            im = ax_s.imshow(spec - spec.max(), origin="lower", aspect="auto", cmap="magma",
+                             extent=(0, x.size / sr, 0, spec.shape[0]), vmin=-80, vmax=0)
             ticks = np.linspace(0, spec.shape[0] - 1, 5).astype(int)
             ax_s.set_yticks(ticks + 0.5, [f"{centres[k] / 1000:.1f}" for k in ticks])
             ax_s.set(xlabel="time (s)", ylabel="kHz (mel scale)" if col == 0 else "")
@@ -166,7 +170,7 @@ def plot_examples(cache, indices=None, *, labels=None, n: int = 4, seed: int = 0
                 _shade_events(ax_w, [(onset, offset)], theme)
                 for edge in (onset, offset):
                     ax_s.axvline(edge, color="#5fe35f", lw=1.2, ls="--")
-        fig.colorbar(im, ax=axes[1, :].tolist(), label="power (dB, each clip's loudest = top)", shrink=0.9)
+        fig.colorbar(im, ax=axes[1, :].tolist(), label="dB below the clip's loudest point", shrink=0.9, pad=0.01)
     return fig
 
 
@@ -275,7 +279,7 @@ def plot_learning_curves(history, *, chance: float | None = None, best_epoch: in
                 ax_metric.plot(h["epoch"], h[key], style, ms=3, label=name)
         if chance is not None:
             ax_metric.axhline(chance, color="#8c8c8c", ls=":", lw=1.5, label=f"chance ({chance:.2f})")
-        ax_metric.set(xlabel="epoch", ylabel="score", ylim=(0, 1.02), title="validation metrics")
+        ax_metric.set(xlabel="epoch", ylabel="score", ylim=(0, 1.02), title="accuracy and macro-F1")
         for ax in (ax_loss, ax_metric):
             if best_epoch is not None:
                 ax.axvline(best_epoch, color="#d62728", lw=1.2, alpha=0.7, label=f"kept: epoch {best_epoch}")
@@ -322,16 +326,15 @@ def plot_confusion(report, *, categories: dict | None = None, theme: str = "ligh
                 if start:
                     ax.axhline(start, color="#444444", lw=1.4)
                     ax.axvline(start, color="#444444", lw=1.4)
-                ax.text(-0.02, (start + end) / 2 / len(names), cat, transform=ax.transAxes, rotation=90,
-                        ha="right", va="center", fontsize=9, fontweight="bold")
-            ax.set_ylabel("")
+                # above the columns (rows are in the same order): the category of each block
+                ax.text((start + end) / 2 / len(names), 1.005, cat, transform=ax.transAxes, ha="center",
+                        va="bottom", fontsize=9, fontweight="bold")
         per_class = counts.sum(axis=1)
         support = f"{per_class.min()}" if per_class.min() == per_class.max() else f"{per_class.min()}-{per_class.max()}"
-        ax.set(xlabel="predicted", title=f"confusion matrix ({counts.sum()} clips, {support} per true class)")
-        if not cats:
-            ax.set_ylabel("true")
+        ax.set(xlabel="predicted", ylabel="true")
+        ax.set_title(f"confusion matrix ({counts.sum()} clips, {support} per true class)", pad=20 if cats else 6)
         ax.tick_params(axis="x", labelrotation=90, labelsize=8)
-        ax.tick_params(axis="y", labelrotation=0, labelsize=8, pad=14 if cats else 3)
+        ax.tick_params(axis="y", labelrotation=0, labelsize=8)
     return fig
 
 
@@ -501,7 +504,6 @@ def plot_attention(
         twin = _draw_attention(ax_w, pred, theme)
         handles = ax_w.get_legend_handles_labels()
         handles2 = twin.get_legend_handles_labels()
-        ax_w.legend(handles[0] + handles2[0], handles[1] + handles2[1], loc="upper right", fontsize=8, framealpha=0.7)
 
         spec, freqs_hz = _log_mel(x, sr, n_mels=n_mels)
         ax_s.imshow(spec, origin="lower", aspect="auto", cmap="magma", extent=(0, duration, 0, n_mels),
@@ -514,6 +516,10 @@ def plot_attention(
         for ev in events or ():
             for edge in ev:
                 ax_s.axvline(edge, color="#5fe35f", lw=1.2, ls="--")
+        # under the time axis, so it covers neither the waveform, the spectrogram nor the curves
+        ax_s.legend(handles[0] + handles2[0], handles[1] + handles2[1], loc="upper center",
+                    bbox_to_anchor=(0.5, -0.22), ncol=min(5, len(handles[0]) + len(handles2[0])), fontsize=8,
+                    frameon=False)
         source = str(pred.source).replace("\\", "/").rsplit("/", 1)[-1]
         heading = title or f"{source}: {pred.label} ({pred.score:.0%})"
         ax_w.set_title(heading)
@@ -646,7 +652,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def plot_attention_vs_energy(pred, samples: np.ndarray, sr: int = 16000, *, theme: str = "light"):
+def plot_attention_vs_energy(pred, samples: np.ndarray, sr: int = 16000, *, events=None, theme: str = "light"):
     """Does the model just follow loudness? Left: frame energy and attention over time; right: one dot per frame,
     energy (dBFS) against attention, with the Spearman correlation in the title. A high ρ means attention tracks
     energy; a model that found the *sound* (not the loudest part) can score well with a modest ρ."""
@@ -660,9 +666,10 @@ def plot_attention_vs_energy(pred, samples: np.ndarray, sr: int = 16000, *, them
         ax_t.set_xlabel("time (s)")
         ax_t.set_ylabel("energy (dBFS)")
         twin = _draw_attention(ax_t, pred, theme)
+        _shade_events(ax_t, events, theme)
         h1, l1 = ax_t.get_legend_handles_labels()
         h2, l2 = twin.get_legend_handles_labels()
-        ax_t.legend(h1 + h2, l1 + l2, loc="upper right", fontsize=8, framealpha=0.7)
+        ax_t.legend(h1 + h2, l1 + l2, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=3, fontsize=8, frameon=False)
         sc = ax_s.scatter(energy, attn, c=pred.frame_times_s, cmap="viridis", s=10)
         ax_s.set_xlabel("frame energy (dBFS)")
         ax_s.set_ylabel("attention (× uniform, mean of heads)")
