@@ -609,7 +609,12 @@ def plot_attention_profiles(predictions, labels, *, onsets=None, offsets=None, n
     """
     aligned = onsets is not None and np.isfinite(np.asarray(onsets, dtype=float)).any()
     if aligned:
-        names, profiles, grid = attention_profiles_aligned(predictions, labels, onsets)
+        after_s = 3.0
+        if offsets is not None:  # the grid ends half a second after the longest event
+            lengths = np.asarray(offsets, dtype=float) - np.asarray(onsets, dtype=float)
+            if np.isfinite(lengths).any():
+                after_s = float(np.nanmax(lengths)) + 0.5
+        names, profiles, grid = attention_profiles_aligned(predictions, labels, onsets, after_s=after_s)
         extent = (grid[0], grid[-1], len(names), 0)
     else:
         names, profiles, grid = attention_profiles(predictions, labels, n_bins)
@@ -631,10 +636,9 @@ def plot_attention_profiles(predictions, labels, *, onsets=None, offsets=None, n
                         dur.setdefault(label, []).append(off - on)
                 for row, name in enumerate(names):
                     if name in dur:
-                        ax.plot([np.mean(dur[name])] * 2, [row + 0.1, row + 0.9], color="#ff3fa4", lw=2.2,
-                                label="mean event end" if row == 0 else None)
-            ax.set_xlabel("seconds from the true event's onset (dashed line; grey: no clip reaches that far)")
-            ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.14), fontsize=8, frameon=False)
+                        ax.plot([np.mean(dur[name])] * 2, [row + 0.1, row + 0.9], color="#ff3fa4", lw=2.2)
+            ax.set_xlabel("seconds from the true event's onset (dashed line); pink: the class's mean event end; "
+                          "grey: no clip reaches that far", fontsize=9)
             ax.set_title("average attention per class, aligned on the true event")
         else:
             ax.set_xlabel("position in clip (0 = start, 1 = end)")
