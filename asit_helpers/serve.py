@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import queue
 import signal
 import sys
@@ -447,11 +448,25 @@ def serve(
     waitress_serve(app, host=host, port=port, threads=threads, max_request_body_size=limit, inbuf_overflow=limit,
                    ident="asit")
     print("ASiT server stopped", flush=True)
+    if _TERMINATED.is_set():
+        # The process was asked to end and nothing is left to write: skip the interpreter's teardown of torch and
+        # transformers (seconds on a busy machine), which would count against `docker stop`'s 10 s before SIGKILL.
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+_TERMINATED = threading.Event()
 
 
 def _stop_on_sigterm() -> None:
     """Let SIGTERM (``docker stop``, systemd, Kubernetes) stop waitress as Ctrl+C does: it exits its loop on
     SystemExit and gives running requests up to 5 s. Needed in a container, where the server is PID 1 and the
     kernel drops any signal that PID 1 has no handler for, so ``docker stop`` would wait and then kill it."""
+
+    def terminate(signum, frame):
+        _TERMINATED.set()
+        sys.exit(0)
+
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+        signal.signal(signal.SIGTERM, terminate)

@@ -297,7 +297,12 @@ def test_compose_runs_two_replicas_behind_one_port(image, checkpoint, clip, tmp_
         assert up.returncode == 0, up.stdout + up.stderr
         url = f"http://127.0.0.1:{port}"
         ci.wait_healthy(url)
-        replicas = {requests.get(url + "/health", timeout=10).headers["X-Asit-Replica"] for _ in range(8)}
+        # Replicas finish loading at different times, and nginx skips one that refused a connection for 10 s:
+        # wait (bounded) until both have answered through the one port.
+        replicas, deadline = set(), time.monotonic() + 120
+        while len(replicas) < 2 and time.monotonic() < deadline:
+            replicas.add(requests.get(url + "/health", timeout=10).headers["X-Asit-Replica"])
+            time.sleep(0.5)
         assert len(replicas) == 2, f"one port should reach both replicas, reached {replicas}"
         with open(clip, "rb") as f:
             answer = requests.post(url + "/predict", files={"file": ("clip.wav", f)}, timeout=60)
