@@ -83,14 +83,16 @@ def test_each_notebook_stands_alone_in_a_fresh_runtime(name, tmp_path_factory, c
 
 
 def test_widget_outputs_carry_colab_metadata(tmp_path_factory):
-    """06 with the stand-in's enable_custom_widget_manager: every widget output is a display() with the metadata
-    Colab's manager needs (a bare last expression would go out as an execute_result without it)."""
+    """With the stand-in's enable_custom_widget_manager: every widget output of every notebook (06's demo, progress
+    bars) is a display() with the metadata Colab's manager needs (a bare last expression would go out as an
+    execute_result without it)."""
+    for name in nbmod.NOTEBOOKS:
+        nb, _, _ = _run_alone(name, tmp_path_factory)
+        for o in [o for o in outputs(nb) if WIDGET in o.get("data", {})]:
+            assert o.output_type == "display_data", f"{name}: {o.output_type}"
+            assert o.metadata[WIDGET]["colab"]["custom_widget_manager"]["url"].startswith("https://"), name
     nb, _, _ = _run_alone("06_demo_widget.ipynb", tmp_path_factory)
-    widget_outputs = [o for o in outputs(nb) if WIDGET in o.get("data", {})]
-    assert widget_outputs, "06 showed no widget"
-    for o in widget_outputs:
-        assert o.output_type == "display_data", o.output_type
-        assert o.metadata[WIDGET]["colab"]["custom_widget_manager"]["url"].startswith("https://")
+    assert [o for o in outputs(nb) if WIDGET in o.get("data", {})], "06 showed no widget"
     demo_cell = next(c for c in nb.cells if "AsitDemo(checkpoint)" in c.source)
     assert any(WIDGET in o.get("data", {}) for o in demo_cell.outputs)
     # the web-page section ran too: shown through the proxy, then stopped
