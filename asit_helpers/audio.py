@@ -24,8 +24,41 @@ SAMPLE_RATE = 16_000
 #: Longest audio :func:`load_audio` accepts by default (seconds). Long recordings are windowed by ``predict``,
 #: but an hour of float32 audio is 230 MB, so an explicit limit protects servers and free-Colab RAM.
 DEFAULT_MAX_SECONDS = 30 * 60.0
-#: The shortest clip a wav2vec2-style convolutional front end can turn into one frame (400 samples at 16 kHz).
-MIN_SAMPLES = 400
+#: wav2vec2's (and HuBERT's, WavLM's) conv front end: kernels and strides of its 7 layers.
+WAV2VEC2_CONV_KERNEL = (10, 3, 3, 3, 3, 2, 2)
+WAV2VEC2_CONV_STRIDE = (5, 2, 2, 2, 2, 2, 2)
+
+
+def conv_min_samples(kernels, strides) -> int:
+    """The shortest input a stack of convolutions (``kernels``, ``strides``, first layer first) maps to one frame.
+
+    Each layer needs at least ``kernel`` inputs for one output, so working back from one frame at the top:
+    ``need = (need - 1) * stride + kernel``, layer by layer. That is the stack's receptive field: 400 samples
+    (25 ms at 16 kHz) for wav2vec2's front end.
+    """
+    need = 1
+    for k, s in reversed(list(zip(kernels, strides))):
+        need = (need - 1) * int(s) + int(k)
+    return need
+
+
+#: The shortest clip the preprocessing cache keeps by default: one frame of wav2vec2's front end (400 samples).
+#: A backbone with a wider front end needs more (``AsitConfig.min_samples``; tiny-fb: 720); ``preprocess`` takes
+#: ``min_samples`` for it, and training, evaluation and ``predict`` check it.
+MIN_SAMPLES = conv_min_samples(WAV2VEC2_CONV_KERNEL, WAV2VEC2_CONV_STRIDE)
+
+
+def too_short_reason(n_samples: int, need: int) -> str:
+    """The one message for audio shorter than a backbone's minimum, with both figures."""
+    return (f"too short: {n_samples} samples ({n_samples / SAMPLE_RATE * 1000:.1f} ms at 16 kHz); the backbone "
+            f"needs at least {need} samples ({need / SAMPLE_RATE * 1000:g} ms) for one frame")
+
+
+#: A downmix this far (dB) below its channels' level, with channels that are not silent, is a cancellation
+#: (anti-phase stereo, a polarity-flipped microphone), not quiet audio.
+CANCELLED_DOWNMIX_DB = 40.0
+#: What :func:`to_mono` accepts as ``layout`` for a 2-D array.
+LAYOUTS = ("channels_first", "channels_last")
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
 
@@ -38,6 +71,7 @@ __all__ = [
     "fix_length",
     "crop_offsets",
     "window_starts",
+    "to_mono",
 ]
 
 
@@ -131,6 +165,65 @@ def _classify_soundfile_error(exc: Exception, data: bytes) -> str:
     return f"corrupt or truncated audio ({message})"
 
 
+def _rms_db(x: np.ndarray) -> float:
+    return float(10 * np.log10(np.mean(np.square(x, dtype=np.float64)) + 1e-20))
+
+
+def downmix(samples: np.ndarray, label: str) -> np.ndarray:
+    """`(frames, channels)` float32 → `(frames,)`: the mean of the channels.
+
+    Raises:
+        AudioError: the channels cancel (each clearly audible, their mean :data:`CANCELLED_DOWNMIX_DB` dB or more
+            below them): anti-phase stereo would otherwise reach the model as near-silence.
+    """
+    if samples.shape[1] == 1:
+        return samples[:, 0]
+    # Channel by channel: numpy's mean(axis=1) over 2 channels is a strided reduction ~25x slower (more than
+    # decoding and resampling together), and a BLAS matrix-vector product spins up threads that fight parallel
+    # decode workers. Same values as the mean.
+    mono = samples[:, 0].copy()
+    for c in range(1, samples.shape[1]):
+        mono += samples[:, c]
+    mono *= np.float32(1.0 / samples.shape[1])
+    channel_db = [_rms_db(samples[:, c]) for c in range(samples.shape[1])]
+    loudest = max(channel_db)
+    if loudest > -60.0 and _rms_db(mono) < loudest - CANCELLED_DOWNMIX_DB:
+        raise AudioError(
+            label,
+            f"its {samples.shape[1]} channels cancel when averaged to mono (channels at "
+            f"{', '.join(f'{d:.0f}' for d in channel_db)} dBFS, their mean at {_rms_db(mono):.0f} dBFS: anti-phase "
+            "or polarity-inverted channels); use one channel: load_audio(..., channel=0) for a file, "
+            "x[0] of a (channels, samples) array",
+        )
+    return mono
+
+
+def to_mono(samples: np.ndarray, layout: str | None, label: str = "<array>") -> np.ndarray:
+    """An array of samples → `(samples,)` float32.
+
+    A 1-D array passes through; a 2-D one with a single row or column is squeezed. A true multi-channel array
+    needs ``layout`` (``"channels_first"``: `(channels, samples)`, ``"channels_last"``: `(samples, channels)`):
+    guessing from the shape silently turns a batch of clips into one averaged clip. Channels are averaged by
+    :func:`downmix`, which refuses a mix that cancels.
+    """
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.ndim == 2 and 1 in samples.shape and layout is None:
+        return samples.reshape(-1)
+    if samples.ndim == 1:
+        return samples
+    if samples.ndim != 2:
+        raise AudioError(label, f"expected a 1-D signal or a 2-D (channels, samples) array, got shape {samples.shape}")
+    if layout not in LAYOUTS:
+        raise AudioError(
+            label,
+            f"a 2-D array of shape {samples.shape} is ambiguous: say which axis holds the channels with "
+            "layout='channels_first' (channels, samples) or layout='channels_last' (samples, channels); "
+            "to classify several clips, call predict once per clip",
+        )
+    frames_by_channels = samples.T if layout == "channels_first" else samples
+    return downmix(np.ascontiguousarray(frames_by_channels), label)
+
+
 def resample(samples: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
     """Resample a mono float32 signal with soxr (high quality, linear phase)."""
     if orig_sr == target_sr:
@@ -175,6 +268,7 @@ def load_audio(
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
     name: str | None = None,
     return_info: bool = False,
+    channel: int | None = None,
 ) -> np.ndarray | tuple[np.ndarray, dict]:
     """Decode any supported audio to a float32 mono signal at ``sr`` Hz.
 
@@ -185,14 +279,16 @@ def load_audio(
         name: how to call the source in error messages (defaults to the path or the file object's name).
         return_info: also return the source's ``{"sample_rate", "channels"}`` (the preprocessing cache records
             them; this saves it opening every file a second time just for the header).
+        channel: keep only this channel (0-based) instead of averaging them all.
 
     Returns:
-        ``np.ndarray`` of shape ``(samples,)``, dtype float32; channels are averaged (downmix). With
+        ``np.ndarray`` of shape ``(samples,)``, dtype float32; channels are averaged (:func:`downmix`). With
         ``return_info``: ``(samples, info)``.
 
     Raises:
         AudioError: empty file, not audio, truncated or corrupt data, unsupported codec, zero samples,
-            NaN/Inf samples, or longer than ``max_seconds`` — always naming the source.
+            NaN/Inf samples, longer than ``max_seconds``, channels that cancel when averaged, or a ``channel``
+            the file does not have — always naming the source.
     """
     label, data = _checked_bytes(src, name)
     try:
@@ -213,16 +309,11 @@ def load_audio(
         raise AudioError(label, f"too long: {samples.shape[0] / orig_sr:.1f} s exceeds the limit of {max_seconds:g} s")
     if not np.isfinite(samples).all():
         raise AudioError(label, "contains NaN or infinite sample values")
-    if samples.shape[1] > 1:
-        # Downmix channel by channel: numpy's mean(axis=1) over 2 channels is a strided reduction ~25x slower
-        # (9 ms for 5 s of 44.1 kHz stereo, more than decoding and resampling together), and a BLAS
-        # matrix-vector product spins up threads that fight parallel decode workers. Same values as the mean.
-        mono = samples[:, 0].copy()
-        for c in range(1, samples.shape[1]):
-            mono += samples[:, c]
-        mono *= np.float32(1.0 / samples.shape[1])
-    else:
-        mono = samples[:, 0]
+    if channel is not None:
+        if not 0 <= channel < samples.shape[1]:
+            raise AudioError(label, f"has {samples.shape[1]} channel(s); channel={channel} does not exist")
+        samples = samples[:, channel : channel + 1]
+    mono = downmix(samples, label)
     out = resample(np.ascontiguousarray(mono, dtype=np.float32), orig_sr, sr)
     return (out, {"sample_rate": orig_sr, "channels": int(samples.shape[1])}) if return_info else out
 

@@ -248,6 +248,96 @@ class EpochSampler(Sampler[int]):
         return iter(torch.randperm(n, generator=g).tolist())
 
 
+def check_min_length(cache, indices: Sequence[int], model) -> None:
+    """Refuse cache clips the model's conv front end cannot turn into a single frame.
+
+    Such a clip alone makes the convolution raise; in a padded batch it silently gets zero real frames and still
+    counts in the metrics. ``preprocess(min_samples=...)`` keeps them out of a cache in the first place.
+
+    Raises:
+        ValueError: naming how many clips, an example path and both figures.
+    """
+    from .audio import too_short_reason
+
+    need = int(model.config.min_samples)
+    indices = np.asarray(indices, dtype=np.int64)
+    lengths = np.asarray(cache.lengths, dtype=np.int64)[indices]
+    short = np.flatnonzero(lengths < need)
+    if short.size:
+        first = int(indices[short[0]])
+        raise ValueError(
+            f"{short.size} clip(s) of the cache are too short for this model, e.g. {cache.manifest['path'].iloc[first]}: "
+            f"{too_short_reason(int(lengths[short[0]]), need)}; rebuild the cache with "
+            f"`asit preprocess ... --min-samples {need}` (preprocess(min_samples={need}))"
+        )
+
+
+# ---- length grouping: no padding next to a clip of another length -------------------------------------------
+
+
+def equal_length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """Positions ``0..n-1`` in batches of at most ``batch_size`` whose clips all have the same length.
+
+    For encoders that take no attention mask (group-norm wav2vec2-base, HuBERT/WavLM defaults) zero padding
+    changes every frame's output, so a short clip padded beside a long one is not what :func:`predict` sees.
+    Equal-length batches need no padding at all. Batches follow the first appearance of each length, positions
+    keep their order within a length; with a single length this is plain consecutive batching.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    _, first, inverse = np.unique(lengths, return_index=True, return_inverse=True)
+    batches = []
+    for group in np.argsort(first, kind="stable"):
+        members = np.flatnonzero(inverse == group)
+        batches.extend(members[i : i + batch_size] for i in range(0, len(members), batch_size))
+    return batches
+
+
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Batches of dataset positions whose clips have equal or similar lengths (a ``DataLoader`` batch_sampler).
+
+    ``equal_lengths=True`` (evaluation, validation): :func:`equal_length_batches`, never any padding.
+    ``equal_lengths=False`` (training): ``order`` (an :class:`EpochSampler`: shuffled or class-balanced) is cut
+    into mega-batches of ``mega * batch_size`` positions, each sorted by length and cut into batches, so clips sit
+    beside clips of about their length (the idea of HF Trainer's ``group_by_length``). With one length throughout
+    the batches are exactly those of ``order``. ``set_epoch`` reaches ``order``, so resumed runs replay the same
+    batches.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, order: Sampler | None = None,
+                 equal_lengths: bool = False, mega: int = 50):
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.batch_size = int(batch_size)
+        self.order = order
+        self.equal_lengths = equal_lengths
+        self.mega = int(mega)
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.order is not None and hasattr(self.order, "set_epoch"):
+            self.order.set_epoch(epoch)
+
+    def _batches(self) -> list[list[int]]:
+        order = np.asarray(list(self.order) if self.order is not None else range(len(self.lengths)), dtype=np.int64)
+        if self.equal_lengths:
+            return [order[b].tolist() for b in equal_length_batches(self.lengths[order], self.batch_size)]
+        batches, span = [], self.mega * self.batch_size
+        for i in range(0, len(order), span):
+            chunk = order[i : i + span]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches.extend(chunk[j : j + self.batch_size].tolist() for j in range(0, len(chunk), self.batch_size))
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        if self.equal_lengths:
+            _, counts = np.unique(self.lengths, return_counts=True)
+            return int(sum(-(-c // self.batch_size) for c in counts))
+        n = len(self.order) if self.order is not None else len(self.lengths)
+        span = self.mega * self.batch_size
+        return int(sum(-(-min(span, n - i) // self.batch_size) for i in range(0, n, span)))
+
+
 # ---- the cached-embedding store -----------------------------------------------------------------------------
 
 
@@ -369,16 +459,17 @@ class EmbeddingStore:
         was_training = model.training
         model.eval()
         collate = WaveformCollator(model.feature_extractor())
+        equal_lengths = not model.config.backbone_masks_input  # no mask reaches the encoder: padding would show
         written = []
         try:
             with torch.inference_mode():
                 clean = ClipDataset(cache, np.arange(len(cache)))
                 written += _encode_into(directory, "", clean, collate, encode, batch_size, frames, None,
-                                        tqdm, progress, "encoding clips")
+                                        tqdm, progress, "encoding clips", equal_lengths)
                 if views:
                     augmented = ClipDataset(cache, view_clips, augment=augment, seed=seed)
                     written += _encode_into(directory, "views", augmented, collate, encode, batch_size, frames,
-                                            views, tqdm, progress, f"encoding {views} augmented views")
+                                            views, tqdm, progress, f"encoding {views} augmented views", equal_lengths)
                     tmp = directory / "view_clips.tmp.npy"
                     np.save(tmp, view_clips)
                     written.append((tmp, directory / "view_clips.npy"))
@@ -400,33 +491,40 @@ class EmbeddingStore:
 
 
 def _encode_into(directory: Path, name: str, dataset: ClipDataset, collate, encode, batch_size: int, frames: int,
-                 views: int | None, tqdm, progress: bool, desc: str) -> list[tuple[Path, Path]]:
+                 views: int | None, tqdm, progress: bool, desc: str, equal_lengths: bool = False) -> list[tuple[Path, Path]]:
     """Encode ``dataset`` (``views`` times, each with its own augmentation seed, or once) into float16 memmaps
-    under temporary names; returns ``[(temporary, final path), ...]`` for the caller to move into place."""
+    under temporary names; returns ``[(temporary, final path), ...]`` for the caller to move into place.
+    ``equal_lengths``: batch clips of one length only (:func:`equal_length_batches`), for encoders without a mask."""
     hidden_name, mask_name = ("views", "views_mask") if views else ("hidden", "frame_mask")
     tmp_hidden, tmp_mask = directory / f"{hidden_name}.tmp.npy", directory / f"{mask_name}.tmp.npy"
     n, rounds = len(dataset), views or 1
+    if equal_lengths:
+        batches = equal_length_batches(dataset.lengths[dataset.indices], batch_size)
+    else:
+        batches = [np.arange(start, min(n, start + batch_size)) for start in range(0, n, batch_size)]
     hidden_mm = mask_mm = None
     bar = tqdm(total=n * rounds, desc=desc, disable=not progress, unit="clip")
     for view in range(rounds):
         dataset.set_epoch(1_000_000 + view + 1)  # never a training epoch: views are their own draws
-        for start in range(0, n, batch_size):
-            batch = collate([dataset[i] for i in range(start, min(n, start + batch_size))])
+        for rows in batches:
+            batch = collate([dataset[int(i)] for i in rows])
             hidden, frame_mask = encode(batch)
+            lead = (n, views) if views else (n,)
             if hidden_mm is None:
                 # clips are padded to the longest in the batch; size the store for the full window
-                lead = (n, views) if views else (n,)
                 shape = lead + tuple(hidden.shape[1:-2]) + (frames, hidden.shape[-1])
                 hidden_mm = np.lib.format.open_memmap(tmp_hidden, mode="w+", dtype=np.float16, shape=shape)
                 mask_mm = np.lib.format.open_memmap(tmp_mask, mode="w+", dtype=bool, shape=lead + (frames,))
-            t, stop = hidden.shape[-2], start + hidden.shape[0]
-            rows_h = hidden_mm[start:stop, view] if views else hidden_mm[start:stop]
-            rows_m = mask_mm[start:stop, view] if views else mask_mm[start:stop]
-            rows_h[...] = 0
-            rows_h[..., :t, :] = hidden.float().cpu().numpy().astype(np.float16)
-            rows_m[...] = False
-            rows_m[:, :t] = frame_mask.cpu().numpy()
-            bar.update(stop - start)
+            t = hidden.shape[-2]
+            block = np.zeros((len(rows),) + hidden_mm.shape[len(lead):], dtype=np.float16)
+            block[..., :t, :] = hidden.float().cpu().numpy().astype(np.float16)
+            mask_block = np.zeros((len(rows), frames), dtype=bool)
+            mask_block[:, :t] = frame_mask.cpu().numpy()
+            if views:
+                hidden_mm[rows, view], mask_mm[rows, view] = block, mask_block
+            else:
+                hidden_mm[rows], mask_mm[rows] = block, mask_block
+            bar.update(len(rows))
     bar.close()
     hidden_mm.flush()
     mask_mm.flush()

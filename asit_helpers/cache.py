@@ -34,7 +34,7 @@ from typing import Callable
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, AudioError, crop_offsets, load_audio
+from .audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, crop_offsets, load_audio, too_short_reason
 from .files import atomic_write_text
 
 __all__ = ["AudioCache", "CacheError", "file_key", "decode_clip", "decode_many", "Store"]
@@ -77,8 +77,8 @@ def decode_clip(task: tuple) -> dict:
         samples, info = load_audio(path, SAMPLE_RATE, max_seconds=max_seconds, name=str(path), return_info=True)
     except AudioError as exc:
         return {"error": exc.reason}
-    if len(samples) < 400:  # shorter than one wav2vec2 frame: nothing a model could use
-        return {"error": f"too short: {len(samples)} samples at 16 kHz (less than one 25 ms frame)"}
+    if len(samples) < MIN_SAMPLES:  # shorter than one wav2vec2 frame: nothing any backbone could use
+        return {"error": too_short_reason(len(samples), MIN_SAMPLES)}
     start = crop_offsets(samples, clip_samples, crop_mode)
     piece = samples[start : start + clip_samples]
     out = np.zeros(clip_samples, dtype=DTYPE)

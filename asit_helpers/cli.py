@@ -58,8 +58,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             results.append(pred.to_dict(include_weights=not args.no_weights))
         else:
             ranked = ", ".join(f"{name} {p:.2f}" for name, p in pred.top_k)
+            how = f" ({pred.aggregation}-weighted)" if len(pred.windows) > 1 else ""
             print(f"{path}: {pred.label} ({pred.score:.2f})  [{ranked}]  {pred.duration_s:.1f} s, "
-                  f"{len(pred.windows)} window(s)")
+                  f"{len(pred.windows)} window(s){how}")
     if args.json:
         print(json.dumps(results[0] if len(results) == 1 else results, indent=1))
     return 1 if failures else 0
@@ -177,9 +178,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.checkpoint} on {args.split} ({len(report.clips)} clips): accuracy {report.accuracy:.4f}, "
           f"macro-F1 {report.macro_f1:.4f}  [{report.precision}: {report.precision_reason}]")
-    if report.attention_in_event is not None:
-        print(f"pooling weight inside the event window: {report.attention_in_event:.3f} "
-              f"(chance {report.attention_chance:.3f})")
+    if report.localisation is not None:
+        loc = report.localisation
+        print("share of weight inside the true event window (same clips, same frames): "
+              + ", ".join(f"{name} {loc[name]:.3f}" for name in ("attention", "energy", "loudest_frame", "uniform")))
+    if report.localisation_on_distractors is not None:
+        loc = report.localisation_on_distractors
+        print("share of weight on the distractor sounds (lower is better): "
+              + ", ".join(f"{name} {loc[name]:.3f}" for name in ("attention", "energy", "loudest_frame", "uniform")))
     if report.low_snr_accuracy is not None:
         print(f"accuracy at the lowest SNR level ({report.by_snr.iloc[0]['snr_db']} dB): {report.low_snr_accuracy:.4f}")
     print(report.per_class.round(3).to_string())
@@ -193,7 +199,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from .synth import make_soundscapes
 
     events = make_soundscapes(args.out, clips_per_class=args.clips_per_class, seed=args.seed, snr_db=tuple(args.snr),
-                              events=args.events)
+                              events=args.events, distractors=args.distractors)
     kind = "two-event clips" if args.events == 2 else "clips"
     print(f"{len(events)} {kind} in {events['label'].nunique()} classes written to {args.out} "
           f"(true event times in {Path(args.out) / 'events.csv'})")
@@ -217,7 +223,7 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
 
     report = preprocess(args.data_dir, args.out, classes=args.classes, clip_seconds=args.clip_seconds,
                         workers=args.workers, seed=args.seed, min_clips=args.min_clips, top_n=args.top_n,
-                        recipe=args.recipe, progress=not args.json)
+                        recipe=args.recipe, progress=not args.json, min_samples=args.min_samples)
     print(json.dumps(report.to_dict(), indent=1) if args.json else report.summary())
     return 0 if len(report.kept) else 1  # nothing usable is a failure a script should notice
 
@@ -363,6 +369,9 @@ def _add_synth(sub) -> None:
     p.add_argument("--events", type=int, choices=[1, 2], default=1,
                    help="events per clip; 2: a second class at another time, both windows in events.csv (for "
                         "testing what a model attends to, not for training)")
+    p.add_argument("--distractors", type=int, default=0, metavar="N",
+                   help="add N loud non-target sounds per clip outside the event (noise bursts, clatter, door-like "
+                        "thumps, 0-10 dB above it; times in events.csv): a localisation test energy cannot pass")
     p.set_defaults(func=_cmd_synth)
 
 
@@ -385,6 +394,8 @@ def _add_preprocess(sub) -> None:
     p.add_argument("--min-clips", type=int, default=0, help="drop classes with fewer clips")
     p.add_argument("--top-n", type=int, default=None, help="keep the N most frequent classes")
     p.add_argument("--recipe", default="auto", choices=["auto", "folder", "esc50", "urbansound8k"])
+    p.add_argument("--min-samples", type=int, default=400,
+                   help="reject clips shorter than this many 16 kHz samples (400: one wav2vec2 frame; tiny-fb needs 720)")
     p.add_argument("--json", action="store_true", help="print one JSON object (kept, rejected, classes, splits)")
     p.set_defaults(func=_cmd_preprocess)
 

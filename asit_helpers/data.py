@@ -31,7 +31,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .audio import DEFAULT_MAX_SECONDS, SAMPLE_RATE
+from .audio import DEFAULT_MAX_SECONDS, MIN_SAMPLES, SAMPLE_RATE, too_short_reason
 from .cache import FORMAT_VERSION, AudioCache, CacheError, Store, decode_into_store, file_key
 from .files import atomic_write_text
 from .sources import KaggleCredentialsError, download, download_esc50, download_kaggle, use_kaggle_json
@@ -173,6 +173,8 @@ def scan_folder(root: str | os.PathLike, group_pattern: str | None = DEFAULT_GRO
             for src, dst in (("onset_s", "event_onset_s"), ("offset_s", "event_offset_s"), ("snr_db", "snr_db")):
                 if src in events:
                     manifest[dst] = pd.to_numeric(rel.map(events[src]), errors="coerce")
+            if "distractors" in events:  # synth --distractors: where the loud non-target sounds are
+                manifest["distractors"] = rel.map(events["distractors"]).fillna("[]")
     return manifest, pd.DataFrame(rejected) if rejected else _empty_rejected()
 
 
@@ -507,6 +509,7 @@ def preprocess(
     progress: bool = True,
     callback: Callable[[int, int], None] | None = None,
     commit_every: int = 64,
+    min_samples: int = MIN_SAMPLES,
 ) -> PreprocessReport:
     """Scan a source, map classes, split, and decode every clip once into a memory-mapped cache at ``out_dir``.
 
@@ -528,6 +531,9 @@ def preprocess(
         callback: ``callback(done, total)`` after each decoded file (progress in a UI).
         commit_every: decoded clips per durable commit (one fsync each); commits also happen every 2 s, so a
             kill loses at most that much work.
+        min_samples: reject files shorter than this (default: one frame of wav2vec2's front end, 400 samples); a
+            model whose front end needs more (``model.config.min_samples``, e.g. 720 for tiny-fb) refuses caches
+            holding shorter clips, naming this setting.
 
     Returns:
         :class:`PreprocessReport` (``.kept``, ``.rejected``, ``.classes``, ``.cache_dir``, ``.summary()``).
@@ -544,10 +550,11 @@ def preprocess(
               "max_seconds": max_seconds}
     store = Store.open(out, header)
     manifest, decoded = _decode_new_files(manifest, store, header, workers, progress, callback, commit_every)
-    kept, rejected = _kept_rows(manifest, rejected, store, clip_seconds)
+    kept, rejected = _kept_rows(manifest, rejected, store, clip_seconds, min_samples)
     kept, labels = _label_and_split(kept, fractions, seed)
     info = _write_cache(out, store, kept, rejected, labels, dict(
-        clip_seconds=clip_seconds, clip_samples=clip_samples, crop=crop, seed=seed, fractions=list(fractions),
+        clip_seconds=clip_seconds, clip_samples=clip_samples, crop=crop, min_samples=int(min_samples), seed=seed,
+        fractions=list(fractions),
         source=str(source) if not isinstance(source, pd.DataFrame) else "<DataFrame>"))
     return PreprocessReport(cache_dir=out, kept=kept, rejected=rejected.reset_index(drop=True), excluded=excluded,
                             classes=labels, decoded=decoded, reused=len(manifest) - decoded, settings=info)
@@ -567,9 +574,10 @@ def _decode_new_files(manifest, store, header, workers, progress, callback, comm
     return manifest, len(todo)
 
 
-def _kept_rows(manifest, rejected, store, clip_seconds: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _kept_rows(manifest, rejected, store, clip_seconds: float, min_samples: int = MIN_SAMPLES
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The manifest rows that decoded (with their decode facts and event times inside the kept window), and the
-    rejected files with the decoders' reasons added."""
+    rejected files with the decoders' reasons added (and files shorter than ``min_samples``)."""
     bad = manifest["key"].isin(store.errors.keys())
     rejected = pd.concat(
         [rejected, pd.DataFrame({"path": manifest.loc[bad, "path"], "reason": manifest.loc[bad, "key"].map(store.errors)})],
@@ -579,12 +587,22 @@ def _kept_rows(manifest, rejected, store, clip_seconds: float) -> tuple[pd.DataF
     meta = pd.DataFrame([store.rows[k] for k in kept["key"]])
     for col in ("duration_s", "orig_sr", "channels", "length", "crop_start_s"):
         kept[col] = meta[col].to_numpy() if len(meta) else np.array([], dtype=float)
+    short = kept["length"].to_numpy() < min_samples  # a wider front end than wav2vec2's (e.g. tiny-fb) needs more
+    if short.any():
+        reasons = [too_short_reason(int(n), min_samples) for n in kept.loc[short, "length"]]
+        rejected = pd.concat([rejected, pd.DataFrame({"path": kept.loc[short, "path"], "reason": reasons})],
+                             ignore_index=True)
+        kept = kept.loc[~short].reset_index(drop=True)
     # Event times are relative to the file; shift them into the cropped row (and clip to it).
     if len(kept):
         for col in ("event_onset_s", "event_offset_s"):
             kept[col] = (kept[col] - kept["crop_start_s"]).clip(lower=0.0, upper=clip_seconds)
         outside = kept["event_offset_s"] <= kept["event_onset_s"]  # the event lies outside the kept window
         kept.loc[outside, ["event_onset_s", "event_offset_s"]] = np.nan
+        if "distractors" in kept:
+            from .synth import shift_spans
+
+            kept["distractors"] = [shift_spans(v, s, clip_seconds) for v, s in zip(kept["distractors"], kept["crop_start_s"])]
     return kept, rejected
 
 
@@ -617,6 +635,7 @@ def _write_cache(out: Path, store, kept, rejected, labels, settings: dict) -> di
         "clip_seconds": settings["clip_seconds"],
         "clip_samples": settings["clip_samples"],
         "crop": settings["crop"],
+        "min_samples": settings["min_samples"],
         "n_clips": int(len(kept)),
         "n_rejected": int(len(rejected)),
         "source": settings["source"],

@@ -3,19 +3,24 @@ attention localisation (how much pooling weight falls inside each clip's true ev
 
     report = evaluate("checkpoints/demo", cache, split="test")
     report.accuracy, report.macro_f1, report.per_class, report.confusion, report.misclassified
-    report.attention_in_event, report.attention_chance      # on data with true event times (synthetic)
+    report.localisation                                      # on data with true event times (synthetic)
+    report.localisation_table()                              # attention vs energy vs loudest frame vs uniform
     report.to_dict()                                         # what `asit evaluate ... --json` prints
 
-Predictions come from the model's forward pass over the cache in batches. The cache holds fixed windows of
-``clip_seconds``, so a batch forward with the model's own feature extractor is exactly ``predict``'s
-single-window path (per-clip normalisation, zero padding, sample mask), through the same
-:func:`~asit_helpers.inference.classify_batch` at the same precision (``precision="auto"``: what ``predict`` and
-``asit serve`` pick on this device; the report records it).
+Predictions come from the model's forward pass over the cache in batches, with the model's own feature extractor
+(per-clip normalisation, sample mask), through the same :func:`~asit_helpers.inference.classify_batch` at the same
+precision as ``predict`` (``precision="auto"``: what ``predict`` and ``asit serve`` pick on this device; the report
+records it), so each clip gets ``predict``'s single-window answer. For encoders that take no attention mask
+(group-norm wav2vec2-base, HuBERT/WavLM defaults) zero padding would change a short clip's outputs, so there a
+batch holds clips of one length only and nothing is padded.
 
 *Attention localisation.* For a clip with a known event ``[onset, offset]``, the score is the share of the
-pooling weight (averaged over heads) on frames whose centre lies inside the event. The *chance* share is the
-fraction of the clip's real frames inside the event: what uniform weights (mean pooling) would score, i.e.
-about event duration / clip duration.
+pooling weight (averaged over heads) on frames whose centre lies inside the event. ``localisation`` scores three
+baselines the same way on the same frames: weights proportional to each frame's energy, all weight on the loudest
+frame, and uniform weights (the chance share: about event duration / clip duration). Where events are the loud
+part of a clip, the energy detectors score high as well; clips with loud distractors (``asit synth
+--distractors``) are where attention must beat them, and ``localisation_on_distractors`` says how much weight
+each weighting puts on the distractors.
 """
 
 from __future__ import annotations
@@ -29,11 +34,12 @@ import pandas as pd
 import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from .batches import ClipDataset, EmbeddingStore, WaveformCollator
+from .batches import ClipDataset, EmbeddingStore, WaveformCollator, check_min_length, equal_length_batches
 from .cache import AudioCache
 from .inference import classify_batch
 from .model import AsitForAudioClassification, load_model
 from .runtime import resolve_device, resolve_precision
+from .synth import parse_spans
 
 
 def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) -> dict[str, Any]:
@@ -89,6 +95,77 @@ def event_weight_share(
     return share, chance
 
 
+#: The weightings ``localisation`` scores on the same clips: the model's pooling weights, weights proportional to
+#: each frame's energy, all weight on the loudest frame, and equal weights (the chance level).
+LOCALISERS = ("attention", "energy", "loudest_frame", "uniform")
+
+
+def frame_energy(audio: np.ndarray, n_frames: int, stride: int, field: int) -> np.ndarray:
+    """Mean square of the samples each frame sees (frame ``t``: samples ``[t·stride, t·stride + field)``)."""
+    power = np.concatenate([[0.0], np.cumsum(np.asarray(audio, dtype=np.float64) ** 2)])
+    starts = np.arange(n_frames) * stride
+    ends = np.minimum(starts + field, len(audio))
+    return (power[ends] - power[np.minimum(starts, ends)]) / np.maximum(ends - starts, 1)
+
+
+def baseline_weights(energy: np.ndarray, frame_mask: np.ndarray) -> dict[str, np.ndarray]:
+    """The energy detectors and the uniform weighting, `(1, frames)` each, over a clip's real frames."""
+    real = frame_mask.astype(np.float64)
+    e = energy * real
+    loudest = np.zeros_like(real)
+    loudest[int(np.argmax(np.where(frame_mask, energy, -np.inf)))] = 1.0
+    return {
+        "energy": (e / max(e.sum(), 1e-20))[None, :],
+        "loudest_frame": loudest[None, :],
+        "uniform": (real / max(real.sum(), 1.0))[None, :],
+    }
+
+
+def span_weight_share(weights: np.ndarray, frame_mask: np.ndarray, frame_times: np.ndarray, spans) -> float:
+    """Share of pooling weight on frames whose centre lies in any of ``spans`` ``[(onset, offset), ...]``."""
+    if not spans or not frame_mask.any():
+        return float("nan")
+    inside = np.zeros(len(frame_times), dtype=bool)
+    for onset, offset in spans:
+        inside |= (frame_times >= onset) & (frame_times <= offset)
+    w = weights.astype(np.float64).mean(axis=0)
+    return float(w[inside & frame_mask].sum() / max(w[frame_mask].sum(), 1e-12))
+
+
+def localisation_table(cache, indices, out: dict, config, onset, offset, distractors) -> pd.DataFrame:
+    """Per clip: the in-event share (``loc_<name>``) and, with distractors, the on-distractor share
+    (``distractor_<name>``) of each of :data:`LOCALISERS`, all on the same frames of the same clips."""
+    rows = []
+    for i, idx in enumerate(indices):
+        mask, times = out["frame_mask"][i], out["frame_times"]
+        length = int(cache.lengths[int(idx)])
+        energy = frame_energy(np.asarray(cache.audio(int(idx)))[:length], len(mask), config.frame_stride,
+                              config.receptive_field)
+        weightings = {"attention": out["weights"][i], **baseline_weights(energy, mask)}
+        row = {}
+        for name, w in weightings.items():
+            row[f"loc_{name}"] = event_weight_share(w, mask, times, onset[i], offset[i])[0]
+            if distractors is not None:
+                row[f"distractor_{name}"] = span_weight_share(w, mask, times, distractors[i])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _localisation_summary(clips: pd.DataFrame, prefix: str) -> dict[str, Any] | None:
+    """``{"attention", "energy", "loudest_frame", "uniform", "n", "per_class": {label: {...}}}`` over the clips that
+    have a score (None without any)."""
+    cols = [f"{prefix}{name}" for name in LOCALISERS]
+    if cols[0] not in clips:
+        return None
+    known = clips[clips[cols[0]].notna()]
+    if known.empty:
+        return None
+    overall = {name: float(known[col].mean()) for name, col in zip(LOCALISERS, cols)}
+    per_class = known.groupby("label")[cols].mean()
+    per_class.columns = list(LOCALISERS)
+    return {**overall, "n": int(len(known)), "per_class": per_class.to_dict(orient="index")}
+
+
 @dataclass
 class EvalReport:
     """What :func:`evaluate` measured on one split.
@@ -101,7 +178,15 @@ class EvalReport:
         confusion: `(classes, classes)` counts, rows = true class, columns = predicted.
         clips: one row per clip: manifest columns plus ``predicted``, ``score`` (its probability), ``correct``,
             ``attention_in_event`` and ``attention_chance`` (NaN without event times).
-        attention_in_event, attention_chance: means over clips with event times (None without any).
+        attention_in_event, attention_chance: means over clips with event times (None without any); the same
+            figures as ``localisation["attention"]`` and ``localisation["uniform"]``.
+        localisation: ``{"attention", "energy", "loudest_frame", "uniform", "n", "per_class": {label: {...}}}``:
+            the share of weight inside the true event window for the model's pooling weights and, on the same
+            clips and frames, for weights proportional to frame energy, for all weight on the loudest frame and for
+            uniform weights (chance). On data whose events are the loud part of each clip the energy detectors
+            score high too: attention has to beat them where loud non-target sounds exist (``--distractors``).
+        localisation_on_distractors: the same four, as the share of weight on the distractor sounds (lower is
+            better); None without distractor times.
         by_snr: accuracy (and attention share) per SNR level, when the manifest has ``snr_db``.
         weights: `(clips, heads, frames)` pooling weights; frame_times: `(frames,)` seconds.
         precision, precision_reason: what the backbone ran in (as ``predict`` would here) and why.
@@ -123,6 +208,19 @@ class EvalReport:
     precision: str = "fp32"
     precision_reason: str = ""
     faithfulness: Any = field(default=None, repr=False)  # explain.FaithfulnessReport, with faithfulness=True
+    localisation: dict | None = None
+    localisation_on_distractors: dict | None = None
+
+    def localisation_table(self, on_distractors: bool = False) -> pd.DataFrame | None:
+        """Rows ``"all"`` then each class; columns :data:`LOCALISERS` (share of weight in the event window, or on
+        the distractors), plus ``n`` clips. None without event times."""
+        loc = self.localisation_on_distractors if on_distractors else self.localisation
+        if loc is None:
+            return None
+        rows = {"all": {**{k: loc[k] for k in LOCALISERS}, "n": loc["n"]}}
+        counts = self.clips.groupby("label").size()
+        rows.update({label: {**v, "n": int(counts.get(label, 0))} for label, v in loc["per_class"].items()})
+        return pd.DataFrame.from_dict(rows, orient="index")
 
     @property
     def misclassified(self) -> pd.DataFrame:
@@ -168,6 +266,15 @@ class EvalReport:
         if self.attention_in_event is not None:
             out["attention_in_event"] = clean(self.attention_in_event)
             out["attention_chance"] = clean(self.attention_chance)
+
+        def clean_loc(loc):
+            return {**{k: clean(loc[k]) for k in LOCALISERS}, "n": loc["n"],
+                    "per_class": {c: {k: clean(v) for k, v in d.items()} for c, d in loc["per_class"].items()}}
+
+        if self.localisation is not None:
+            out["localisation"] = clean_loc(self.localisation)
+        if self.localisation_on_distractors is not None:
+            out["localisation_on_distractors"] = clean_loc(self.localisation_on_distractors)
         if self.by_snr is not None:
             out["accuracy_by_snr"] = [{k: clean(v) for k, v in r.items()} for r in self.by_snr.to_dict("records")]
             out["low_snr_accuracy"] = clean(self.low_snr_accuracy)
@@ -200,6 +307,9 @@ def forward_cache(
     With ``embeddings`` (a store built from this model's backbone) only pooling + head run. ``precision`` (resolved:
     ``"fp32"``, ``"bf16"``, ``"fp16"``) is the backbone's, as in :func:`~asit_helpers.inference.classify_batch`.
 
+    For encoders that take no attention mask (group-norm wav2vec2-base, HuBERT/WavLM defaults) a batch only
+    holds clips of one length, so no clip is zero-padded and every clip's logits are :func:`predict`'s for it.
+
     Returns:
         ``{"logits": (n, C), "weights": (n, H, T), "frame_mask": (n, T)}`` as float32 / bool numpy arrays,
         padded to the longest clip's frame count; ``"frame_times": (T,)``.
@@ -209,31 +319,37 @@ def forward_cache(
     model.eval()
     device = model.device
     indices = np.asarray(indices, dtype=np.int64)
-    logits, weights, masks = [], [], []
+    lengths = np.asarray(cache.lengths, dtype=np.int64)[indices]
+    if embeddings is not None or model.config.backbone_masks_input:
+        batches = [np.arange(i, min(len(indices), i + batch_size)) for i in range(0, len(indices), batch_size)]
+    else:  # no mask reaches this encoder, so padding would change its outputs: one length per batch (issue 17)
+        batches = equal_length_batches(lengths, batch_size)
     if embeddings is None:
         dataset = ClipDataset(cache, indices)
         collate = WaveformCollator(model.feature_extractor())
-    for start in tqdm(range(0, len(indices), batch_size), desc="evaluating", disable=not progress, unit="batch"):
-        chunk = indices[start : start + batch_size]
+    results = []
+    for rows in tqdm(batches, desc="evaluating", disable=not progress, unit="batch"):
         if embeddings is None:
-            batch = collate([dataset[i] for i in range(start, start + len(chunk))])
+            batch = collate([dataset[int(i)] for i in rows])
             out = classify_batch(model, batch["input_values"].to(device),
                                  attention_mask=batch["attention_mask"].to(device), precision=precision)
         else:
+            chunk = indices[rows]
             hidden = torch.from_numpy(np.asarray(embeddings.hidden[chunk], dtype=np.float32)).to(device)
             mask = torch.from_numpy(np.asarray(embeddings.frame_mask[chunk], dtype=bool)).to(device)
             out = model.classify_hidden(hidden.to(model.dtype), mask)
-        logits.append(out.logits.float().cpu().numpy())
-        weights.append(out.pooling_weights.float().cpu().numpy())
-        masks.append(out.frame_mask.cpu().numpy())
-    frames = max(w.shape[-1] for w in weights)
-    pad = lambda a, v: np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, frames - a.shape[-1])], constant_values=v)  # noqa: E731
-    return {
-        "logits": np.concatenate(logits),
-        "weights": np.concatenate([pad(w, 0.0) for w in weights]),
-        "frame_mask": np.concatenate([pad(m, False) for m in masks]),
-        "frame_times": model.frame_times(frames).numpy(),
-    }
+        results.append((rows, out.logits.float().cpu().numpy(), out.pooling_weights.float().cpu().numpy(),
+                        out.frame_mask.cpu().numpy()))
+    frames = max(w.shape[-1] for _, _, w, _ in results)
+    n, heads = len(indices), results[0][2].shape[1]
+    logits = np.zeros((n, results[0][1].shape[1]), dtype=np.float32)
+    weights = np.zeros((n, heads, frames), dtype=np.float32)
+    masks = np.zeros((n, frames), dtype=bool)
+    for rows, lg, w, m in results:  # back in the order of ``indices``, padded to the longest clip's frames
+        logits[rows] = lg
+        weights[rows, :, : w.shape[-1]] = w
+        masks[rows, : m.shape[-1]] = m
+    return {"logits": logits, "weights": weights, "frame_mask": masks, "frame_times": model.frame_times(frames).numpy()}
 
 
 def evaluate(
@@ -278,6 +394,7 @@ def evaluate(
     indices = np.arange(len(cache)) if split is None else np.asarray(cache.indices(split), dtype=np.int64)
     if len(indices) == 0:
         raise ValueError(f"the cache has no clips in split {split!r}")
+    check_min_length(cache, indices, model)
     out = forward_cache(model, cache, indices, batch_size, embeddings, progress, precision=choice.precision)
     probs = torch.softmax(torch.from_numpy(out["logits"]), dim=-1).numpy()
     y_pred = probs.argmax(axis=1)
@@ -293,12 +410,17 @@ def evaluate(
 
     onset = clips["event_onset_s"].to_numpy(dtype=float) if "event_onset_s" in clips else np.full(len(clips), np.nan)
     offset = clips["event_offset_s"].to_numpy(dtype=float) if "event_offset_s" in clips else np.full(len(clips), np.nan)
-    shares = [
-        event_weight_share(out["weights"][i], out["frame_mask"][i], out["frame_times"], onset[i], offset[i])
-        for i in range(len(indices))
-    ]
-    clips["attention_in_event"] = [s for s, _ in shares]
-    clips["attention_chance"] = [c for _, c in shares]
+    distractors = [parse_spans(v) for v in clips["distractors"]] if "distractors" in clips else None
+    if distractors is not None and not any(distractors):
+        distractors = None
+    if np.isfinite(onset).any() or distractors is not None:
+        loc = localisation_table(cache, indices, out, model.config, onset, offset, distractors)
+        for col in loc.columns:
+            clips[col] = loc[col].to_numpy()
+    else:
+        clips["loc_attention"] = clips["loc_uniform"] = np.nan
+    clips["attention_in_event"] = clips["loc_attention"]
+    clips["attention_chance"] = clips["loc_uniform"]
 
     per_class = pd.DataFrame.from_dict(metrics["per_class"], orient="index")
     has_events = clips["attention_in_event"].notna()
@@ -346,6 +468,8 @@ def evaluate(
         precision=choice.precision if embeddings is None else "fp32",
         precision_reason=choice.reason if embeddings is None else "cached embeddings: pooling and head in fp32",
         faithfulness=faith,
+        localisation=_localisation_summary(clips, "loc_"),
+        localisation_on_distractors=_localisation_summary(clips, "distractor_"),
     )
 
 

@@ -4,8 +4,10 @@ The CLI (``asit predict``), the notebooks, the recorder widget and the Flask ser
 clip gets the same answer, the same top-k and the same attention curve wherever it is classified.
 
 Audio longer than the model's window (``config.clip_seconds``, 5 s) is cut into equal, half-overlapping windows
-(the last aligned to the end, so no window is padded); each window is classified, the clip's probabilities are
-the mean over windows, and the windows' attention curves are stitched into one curve over the whole clip.
+(the last aligned to the end, so no window is padded) and each window is classified. :func:`aggregate_windows`
+then forms the recording's answer from its evidence: a window's weight is its share of the recording's attention
+mass (its unnormalised attention scores), so the windows that hold the event are not outvoted by the many that
+don't, and the attention curve is one softmax over all the recording's frames, each frame placed to the sample.
 
 Precision: ``precision="auto"`` (the default) asks :func:`asit_helpers.runtime.resolve_precision`, the one resolver
 training, evaluation and serving share: bf16 where the hardware has native bf16 matrix instructions, fp16 on GPUs
@@ -28,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .audio import SAMPLE_RATE, AudioError, AudioSource, load_audio, resample, window_starts
+from .audio import SAMPLE_RATE, AudioError, AudioSource, load_audio, resample, to_mono, too_short_reason, window_starts
 from .fast_inference import build_fast_copy
 from .model import AsitClassifierOutput, AsitForAudioClassification, load_model
 from .runtime import TORCH_DTYPES, resolve_precision
@@ -46,6 +48,7 @@ class WindowPrediction:
     label: str
     score: float
     top_k: list[tuple[str, float]]
+    evidence: float = 1.0  # the window's weight in the clip's answer (see aggregate_windows)
 
 
 @dataclass
@@ -53,15 +56,18 @@ class Prediction:
     """What the model says about one clip.
 
     Attributes:
-        label, score: the top class and its probability (mean over windows for long audio).
+        label, score: the top class and its probability (for long audio: aggregated over windows, see
+            ``aggregation``).
         top_k: ``[(label, probability), ...]``, best first.
         probabilities: `(num_labels,)` every class's probability, in label-id order.
-        weights: `(heads, frames)` pooling weights over the whole clip; each head sums to 1.
+        weights: `(heads, frames)` pooling weights over the whole clip; each head sums to 1 (for long audio the
+            stitched curve of :func:`aggregate_windows`).
         frame_times_s: `(frames,)` centre of each frame in seconds.
         duration_s: length of the audio.
         windows: one :class:`WindowPrediction` per window (a single entry for a clip within one window).
         source: the file name, or ``"<array>"``.
         precision: what the backbone ran in: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        aggregation: how the windows became one answer (a key of :data:`AGGREGATIONS`).
     """
 
     label: str
@@ -74,6 +80,7 @@ class Prediction:
     windows: list[WindowPrediction] = field(default_factory=list)
     source: str = "<array>"
     precision: str = "fp32"
+    aggregation: str = "evidence"
 
     def to_dict(self, include_weights: bool = True) -> dict[str, Any]:
         """JSON-ready: the shape the CLI's ``--json`` and the server's ``/predict`` return."""
@@ -84,6 +91,8 @@ class Prediction:
             "top_k": [{"label": name, "score": round(float(p), 6)} for name, p in self.top_k],
             "duration_s": round(float(self.duration_s), 4),
             "precision": self.precision,
+            "aggregation": self.aggregation,
+            "aggregation_how": AGGREGATIONS.get(self.aggregation, ""),
             "windows": [
                 {
                     "start_s": round(w.start_s, 4),
@@ -91,6 +100,7 @@ class Prediction:
                     "label": w.label,
                     "score": round(float(w.score), 6),
                     "top_k": [{"label": n, "score": round(float(p), 6)} for n, p in w.top_k],
+                    "evidence": round(float(w.evidence), 6),
                 }
                 for w in self.windows
             ],
@@ -106,15 +116,13 @@ def _top_k(probs: np.ndarray, id2label: dict, k: int) -> list[tuple[str, float]]
     return [(id2label[int(i)], float(probs[i])) for i in order]
 
 
-def _as_samples(audio: AudioSource | np.ndarray | torch.Tensor, sr: int, max_seconds: float | None) -> tuple[np.ndarray, str]:
+def _as_samples(
+    audio: AudioSource | np.ndarray | torch.Tensor, sr: int, max_seconds: float | None, layout: str | None
+) -> tuple[np.ndarray, str]:
     if isinstance(audio, torch.Tensor):
         audio = audio.detach().cpu().numpy()
     if isinstance(audio, np.ndarray):
-        samples = np.asarray(audio, dtype=np.float32)
-        if samples.ndim == 2:  # (channels, samples) or (samples, channels): average the short axis
-            samples = samples.mean(axis=0 if samples.shape[0] < samples.shape[1] else 1)
-        if samples.ndim != 1:
-            raise AudioError("<array>", f"expected a 1-D signal, got shape {audio.shape}")
+        samples = to_mono(np.asarray(audio, dtype=np.float32), layout, "<array>")
         if samples.size == 0:
             raise AudioError("<array>", "contains no samples (zero length)")
         if not np.isfinite(samples).all():
@@ -126,26 +134,125 @@ def _as_samples(audio: AudioSource | np.ndarray | torch.Tensor, sr: int, max_sec
     return load_audio(audio, SAMPLE_RATE, max_seconds=max_seconds), str(name)
 
 
-def _stitch_weights(
-    window_weights: np.ndarray, starts: Sequence[int], n_samples: int, model: AsitForAudioClassification
-) -> tuple[np.ndarray, np.ndarray]:
-    """Place each window's `(heads, frames)` weights on the clip's frame grid, average overlaps, renormalise."""
-    cfg = model.config
-    total_frames = int(
-        model.backbone._get_feat_extract_output_lengths(torch.tensor([n_samples])).item()
-    )
-    heads, per_window = window_weights.shape[1], window_weights.shape[2]
+# -- from windows to one answer -------------------------------------------------------------------------------------
+
+#: How :func:`aggregate_windows` can turn a recording's windows into one answer; ``predict`` uses the first.
+#: ``bench/long_recordings.py`` measures them against each other on 40 s recordings (figures in bench/README.md).
+AGGREGATIONS = {
+    "evidence": "the mean of the window probabilities, each window weighted by its share of the recording's "
+    "attention mass (softmax over windows of the log-sum-exp of its unnormalised attention scores), as if "
+    "the pooling attended over the whole recording; windows without the event get little weight",
+    "mean": "the plain mean of the window probabilities (every window counts the same)",
+    "max": "each class's highest probability in any window, renormalised",
+    "top2": "the mean of the two most confident windows' probabilities",
+}
+
+
+@dataclass
+class WindowAggregate:
+    """A recording's answer from its windows (see :func:`aggregate_windows`).
+
+    Attributes:
+        probabilities: `(num_labels,)` the recording's class probabilities.
+        evidence: `(windows,)` each window's weight in ``probabilities`` (sums to 1).
+        weights: `(heads, frames)` the stitched attention curve on the recording's frame grid (each head sums to 1).
+        frame_times_s: `(frames,)` frame centres in seconds.
+        method: the :data:`AGGREGATIONS` key used.
+    """
+
+    probabilities: np.ndarray
+    evidence: np.ndarray
+    weights: np.ndarray
+    frame_times_s: np.ndarray
+    method: str
+
+
+def _window_evidence(window_scores: np.ndarray) -> np.ndarray:
+    """Each window's share of the recording's attention mass: softmax over windows of ``logsumexp_t score``
+    (averaged over heads). Windows are equal length, so the frame count cancels out."""
+    scores = window_scores.astype(np.float64)
+    top = scores.max(axis=-1, keepdims=True)
+    mass = (top[..., 0] + np.log(np.exp(scores - top).sum(axis=-1))).mean(axis=1)  # (windows,)
+    share = np.exp(mass - mass.max())
+    return share / share.sum()
+
+
+def _stitch_scores(
+    window_scores: np.ndarray, starts: Sequence[int], total_frames: int, stride: int
+) -> np.ndarray:
+    """Window scores `(windows, heads, frames)` → one `(heads, total_frames)` score per frame of the recording.
+
+    A window starting at sample ``s`` has its frame ``j`` centred where the recording's frame ``j + s / stride``
+    is (a fractional index when ``s`` is not a multiple of the stride): its scores are interpolated onto the
+    recording's frames at those exact positions, and frames seen by several windows get the mean. The first and
+    last windows extend to the recording's edges, so every frame gets a score and each counts once.
+    """
+    heads, per_window = window_scores.shape[1], window_scores.shape[2]
+    grid = np.arange(total_frames, dtype=np.float64)
     acc = np.zeros((heads, total_frames), dtype=np.float64)
     cover = np.zeros(total_frames, dtype=np.float64)
-    for w, start in zip(window_weights, starts):
-        offset = int(round(start / cfg.frame_stride))
-        n = min(per_window, total_frames - offset)
-        acc[:, offset : offset + n] += w[:, :n]
-        cover[offset : offset + n] += 1
-    acc /= np.maximum(cover, 1)[None, :]
-    acc /= np.maximum(acc.sum(axis=1, keepdims=True), 1e-12)
+    last = len(starts) - 1
+    for i, (w, start) in enumerate(zip(window_scores, starts)):
+        local = np.arange(per_window, dtype=np.float64) + start / stride
+        lo = -np.inf if i == 0 else local[0] - 1e-9
+        hi = np.inf if i == last else local[-1] + 1e-9
+        inside = (grid >= lo) & (grid <= hi)
+        for h in range(heads):  # np.interp holds the edge value beyond the window's first/last frame centre
+            acc[h, inside] += np.interp(grid[inside], local, w[h].astype(np.float64))
+        cover[inside] += 1
+    return acc / np.maximum(cover, 1)[None, :]
+
+
+def aggregate_windows(
+    window_probs: np.ndarray,
+    window_scores: np.ndarray,
+    starts: Sequence[int],
+    n_samples: int,
+    model: AsitForAudioClassification,
+    method: str = "evidence",
+    window_weights: np.ndarray | None = None,
+) -> WindowAggregate:
+    """One answer for a recording cut into equal windows: the one place ``predict`` (and any timeline or live
+    view built on it) turns per-window outputs into the recording's probabilities and attention curve.
+
+    The curve is a softmax over *all* the recording's frames of their stitched attention scores
+    (:func:`_stitch_scores`): each window's frames are weighted by how much evidence that window holds, every
+    frame is covered and counted once, and frames sit where their samples are. The probabilities follow
+    ``method`` (:data:`AGGREGATIONS`).
+
+    Args:
+        window_probs: `(windows, num_labels)` softmax of each window's logits.
+        window_scores: `(windows, heads, frames)` unnormalised attention scores (``pooling_scores``).
+        starts: each window's first sample. n_samples: the recording's length.
+        window_weights: `(windows, heads, frames)`; with a single window the curve is exactly these weights.
+    """
+    if method not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {list(AGGREGATIONS)}, got {method!r}")
+    cfg = model.config
+    total_frames = int(model.backbone._get_feat_extract_output_lengths(torch.tensor([n_samples])).item())
     times = model.frame_times(total_frames).numpy()
-    return acc.astype(np.float32), times
+    evidence = _window_evidence(window_scores)
+    if len(starts) == 1 and window_weights is not None:
+        curve = window_weights[0].astype(np.float64)
+    else:
+        stitched = _stitch_scores(window_scores, starts, total_frames, cfg.frame_stride)
+        curve = np.exp(stitched - stitched.max(axis=1, keepdims=True))
+        curve /= curve.sum(axis=1, keepdims=True)
+    if method == "mean":
+        share = np.full(len(window_probs), 1.0 / len(window_probs))
+    elif method == "evidence":
+        share = evidence
+    elif method == "top2":
+        best = np.argsort(-window_probs.max(axis=1))[:2]
+        share = np.zeros(len(window_probs))
+        share[best] = 1.0 / len(best)
+    else:  # max: the evidence share of a window is how much of the winning class's peak it holds
+        peak = window_probs.max(axis=0)
+        probs = peak / peak.sum()
+        top = window_probs[:, int(np.argmax(probs))]
+        return WindowAggregate(probs, top / top.sum(), curve.astype(np.float32), times, method)
+    probs = (share[:, None] * window_probs.astype(np.float64)).sum(axis=0)
+    return WindowAggregate(probs, share, curve.astype(np.float32), times, method)
 
 
 # -- precision: the fast path ---------------------------------------------------------------------------------------
@@ -227,12 +334,15 @@ def predict(
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
     precision: str = "auto",
     forward: Any = None,
+    layout: str | None = None,
+    aggregation: str = "evidence",
 ) -> Prediction:
     """Classify one clip.
 
     Args:
         model: a loaded :class:`AsitForAudioClassification` or a checkpoint directory.
-        audio: a path, bytes, a binary file object, or samples (`np.ndarray`/`torch.Tensor`, 1-D, at ``sr`` Hz).
+        audio: a path, bytes, a binary file object, or samples (`np.ndarray`/`torch.Tensor` at ``sr`` Hz: 1-D, or
+            2-D with ``layout``).
         top_k: how many classes to rank.
         sr: sample rate of raw ``audio`` samples (files carry their own).
         hop_s: step between windows for long audio (default: half the window).
@@ -242,18 +352,21 @@ def predict(
             :func:`asit_helpers.runtime.resolve_precision` (``asit predict --precision``).
         forward: replaces :func:`classify_batch` (same signature) for the forward passes; ``asit serve``'s
             micro-batching queue uses it to merge concurrent requests. Default: :func:`classify_batch`.
+        layout: for a 2-D array, ``"channels_first"`` `(channels, samples)` or ``"channels_last"``
+            `(samples, channels)`; its channels are averaged (see :func:`asit_helpers.audio.to_mono`).
+        aggregation: how a multi-window recording's answer is formed (:data:`AGGREGATIONS`).
 
     Returns:
         a :class:`Prediction`.
 
     Raises:
-        AudioError: unreadable, empty or too long audio (naming the source), or shorter than one frame (25 ms).
+        AudioError: unreadable, empty or too long audio (naming the source), a 2-D array without a layout, channels
+            that cancel when averaged, or audio shorter than the backbone's minimum (``config.min_samples``).
     """
     model = load_model(model) if not isinstance(model, AsitForAudioClassification) else model
     precision = resolve_precision(precision, model.device).precision
-    samples, source = _as_samples(audio, sr, max_seconds)
-    if samples.size < model.config.receptive_field:
-        raise AudioError(source, f"too short: {samples.size / SAMPLE_RATE * 1000:.0f} ms; need at least 25 ms")
+    samples, source = _as_samples(audio, sr, max_seconds, layout)
+    check_min_length(samples.size, model, source)
     window = int(round(model.config.clip_seconds * SAMPLE_RATE))
     hop = int(round((hop_s if hop_s else model.config.clip_seconds / 2) * SAMPLE_RATE))
     starts = window_starts(samples.size, window, max(1, hop))
@@ -261,7 +374,7 @@ def predict(
 
     extractor = model.feature_extractor()
     device = model.device
-    probs, weights = [], []
+    probs, weights, scores = [], [], []
     for i in range(0, len(pieces), batch_size):
         batch = extractor(pieces[i : i + batch_size], sampling_rate=SAMPLE_RATE, return_tensors="pt")
         out = (forward or classify_batch)(  # the server passes its micro-batching queue here
@@ -272,15 +385,16 @@ def predict(
         )
         probs.append(torch.softmax(out.logits.float(), dim=-1).cpu().numpy())
         weights.append(out.pooling_weights.float().cpu().numpy())
+        scores.append(out.pooling_scores.float().cpu().numpy())
     window_probs = np.concatenate(probs)
-    window_weights = np.concatenate(weights)
+    agg = aggregate_windows(
+        window_probs, np.concatenate(scores), starts, samples.size, model, aggregation, np.concatenate(weights)
+    )
 
     id2label = {int(k): v for k, v in model.config.id2label.items()}
-    clip_probs = window_probs.mean(axis=0)
-    ranked = _top_k(clip_probs, id2label, top_k)
-    stitched, times = _stitch_weights(window_weights, starts, samples.size, model)
+    ranked = _top_k(agg.probabilities, id2label, top_k)
     windows = []
-    for start, p in zip(starts, window_probs):
+    for start, p, share in zip(starts, window_probs, agg.evidence):
         w_top = _top_k(p, id2label, top_k)
         windows.append(
             WindowPrediction(
@@ -289,17 +403,25 @@ def predict(
                 label=w_top[0][0],
                 score=w_top[0][1],
                 top_k=w_top,
+                evidence=float(share),
             )
         )
     return Prediction(
         label=ranked[0][0],
         score=ranked[0][1],
         top_k=ranked,
-        probabilities=clip_probs,
-        weights=stitched,
-        frame_times_s=times,
+        probabilities=agg.probabilities.astype(np.float32),
+        weights=agg.weights,
+        frame_times_s=agg.frame_times_s,
         duration_s=samples.size / SAMPLE_RATE,
         windows=windows,
         source=source,
         precision=precision if model.dtype == torch.float32 else _DTYPE_NAMES.get(model.dtype, str(model.dtype)),
+        aggregation=aggregation,
     )
+
+
+def check_min_length(n_samples: int, model: AsitForAudioClassification, source: str = "<array>") -> None:
+    """Refuse audio shorter than the backbone's conv stack can turn into one frame (``config.min_samples``)."""
+    if n_samples < model.config.min_samples:
+        raise AudioError(source, too_short_reason(n_samples, model.config.min_samples))

@@ -34,7 +34,7 @@ from transformers import (
 )
 from transformers.utils import ModelOutput
 
-from .audio import SAMPLE_RATE
+from .audio import SAMPLE_RATE, WAV2VEC2_CONV_KERNEL, WAV2VEC2_CONV_STRIDE, conv_min_samples
 
 POOLINGS = ("attention", "multihead", "mean")
 
@@ -154,14 +154,23 @@ class AsitConfig(PretrainedConfig):
 
     @property
     def receptive_field(self) -> int:
-        """Samples one frame sees (400 for wav2vec2: 25 ms at 16 kHz)."""
-        field, jump = 1, 1
-        kernels = getattr(self.backbone_config, "conv_kernel", (400,))
-        strides = getattr(self.backbone_config, "conv_stride", (320,))
-        for k, s in zip(kernels, strides):
-            field += (int(k) - 1) * jump
-            jump *= int(s)
-        return field
+        """Samples one frame sees (400 for wav2vec2: 25 ms at 16 kHz; 720 for the tiny-fb front end)."""
+        return min_input_samples(self.backbone_config)
+
+    @property
+    def min_samples(self) -> int:
+        """The shortest input the backbone's conv stack turns into one frame (its receptive field, in samples)."""
+        return min_input_samples(self.backbone_config)
+
+
+def min_input_samples(backbone_config) -> int:
+    """The shortest waveform (samples) this backbone's conv front end maps to one frame, from its own kernels and
+    strides (:func:`asit_helpers.audio.conv_min_samples`): 400 (25 ms) for wav2vec2/HuBERT/WavLM, 720 (45 ms) for
+    the tiny-fb filterbank front end."""
+    return conv_min_samples(
+        getattr(backbone_config, "conv_kernel", WAV2VEC2_CONV_KERNEL),
+        getattr(backbone_config, "conv_stride", WAV2VEC2_CONV_STRIDE),
+    )
 
 
 @dataclass
@@ -173,6 +182,9 @@ class AsitClassifierOutput(ModelOutput):
         logits (`torch.FloatTensor` of shape `(batch, num_labels)`).
         pooling_weights (`torch.FloatTensor` of shape `(batch, heads, frames)`): each row sums to 1 over the real
             frames and is 0 on padding (a clip with no real frame gets all zeros, not NaN).
+        pooling_scores (`torch.FloatTensor` of shape `(batch, heads, frames)`): the attention scores before the
+            softmax (0 everywhere for mean pooling). Unlike the weights they are not normalised per clip, so they
+            compare evidence *between* windows of one recording (``inference.aggregate_windows``).
         frame_mask (`torch.BoolTensor` of shape `(batch, frames)`): True on frames computed from real samples.
         frame_times (`torch.FloatTensor` of shape `(frames,)`): centre of each frame in seconds from the start.
         pooled (`torch.FloatTensor` of shape `(batch, embedding_dim)`): the clip embedding fed to the head.
@@ -182,6 +194,7 @@ class AsitClassifierOutput(ModelOutput):
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     pooling_weights: torch.FloatTensor | None = None
+    pooling_scores: torch.FloatTensor | None = None
     frame_mask: torch.BoolTensor | None = None
     frame_times: torch.FloatTensor | None = None
     pooled: torch.FloatTensor | None = None
@@ -232,10 +245,13 @@ class AsitAttentionPooling(nn.Module):
     def output_dim_factor(self) -> int:
         return self.num_heads * (2 if self.attentive_stats else 1)
 
+    def scores(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden `(B, T, D)` → unnormalised scores `(B, H, T)`."""
+        return self.score(torch.tanh(self.proj(hidden))).transpose(1, 2)
+
     def forward(self, hidden: torch.Tensor, frame_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """hidden `(B, T, D)`, frame_mask `(B, T)` → pooled `(B, H·D[·2])`, weights `(B, H, T)`."""
-        scores = self.score(torch.tanh(self.proj(hidden))).transpose(1, 2)  # (B, H, T)
-        weights = _safe_masked_softmax(scores, frame_mask)
+        weights = _safe_masked_softmax(self.scores(hidden), frame_mask)
         return _weighted_statistics(hidden, weights, self.attentive_stats), weights
 
 
@@ -252,6 +268,10 @@ class AsitMeanPooling(nn.Module):
     @property
     def output_dim_factor(self) -> int:
         return 2 if self.attentive_stats else 1
+
+    def scores(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Equal (zero) scores for every frame: `(B, 1, T)`."""
+        return hidden.new_zeros(hidden.shape[0], 1, hidden.shape[1]).float()
 
     def forward(self, hidden: torch.Tensor, frame_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         counts = frame_mask.sum(dim=-1, keepdim=True).clamp_min(1)
@@ -518,6 +538,7 @@ class AsitForAudioClassification(AsitPreTrainedModel):
             hidden = torch.einsum("l,bltd->btd", layer_weights, hidden)
         frame_mask = frame_mask.bool()
         pooled, weights = self.pooling(hidden, frame_mask)
+        scores = self.pooling.scores(hidden).float().detach()  # for comparing windows (inference), not trained
         logits = self.classifier(self.dropout(pooled))
         loss = None
         if labels is not None:
@@ -528,6 +549,7 @@ class AsitForAudioClassification(AsitPreTrainedModel):
             loss=loss,
             logits=logits,
             pooling_weights=weights,
+            pooling_scores=scores,
             frame_mask=frame_mask,
             frame_times=self.frame_times(hidden.shape[1], hidden.device),
             pooled=pooled,

@@ -202,6 +202,7 @@ class MicroBatchPredictor:
                 job.output = AsitClassifierOutput(
                     logits=out.logits[start : start + n],
                     pooling_weights=out.pooling_weights[start : start + n],
+                    pooling_scores=out.pooling_scores[start : start + n],
                     frame_mask=out.frame_mask[start : start + n],
                     frame_times=out.frame_times,
                     pooled=out.pooled[start : start + n],

@@ -8,7 +8,12 @@ attention curve can be scored against the truth (``evaluate.py``).
 Layout (the same ``Category/class/clip`` tree the real-data recipes read, so one pipeline ingests both)::
 
     OUT/Animals/dog/dog_0000.wav  ...  OUT/Environmental/rain/rain_0014.wav
-    OUT/events.csv   path (relative, "/"-separated), label, category, onset_s, offset_s, snr_db, background, seed
+    OUT/events.csv   path (relative, "/"-separated), label, category, onset_s, offset_s, snr_db, background,
+                     distractors (JSON list of [onset_s, offset_s, kind, dB]; "[]" without), seed
+
+With ``distractors=N`` (``asit synth --distractors N``) each clip also gets N loud non-target sounds (noise bursts,
+clatter, door-like thumps) outside the event, 0-10 dB above it: there the loudest part of a clip is *not* the
+event, so a localisation score can tell a model that learned the event from an energy detector.
 
 Classes are told apart by their *event*: spectral shape, pitch range and temporal pattern (barks vs meows vs
 moos, chirps vs trills vs hoots, engine hum vs siren wail vs horn, rain vs wind vs thunder ...). Pitch, timbre,
@@ -21,6 +26,7 @@ rhythm, duration and level vary within a class. Everything is vectorised numpy; 
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -41,6 +47,8 @@ __all__ = [
     "render_two_event_clip",
     "make_soundscapes",
     "clip_seed",
+    "DISTRACTORS",
+    "parse_spans",
 ]
 
 SR = SAMPLE_RATE
@@ -510,22 +518,97 @@ def clip_seed(seed: int, class_index: int, clip_index: int, events: int = 1) -> 
 
 
 def _audible_at_snr(event: np.ndarray, snr_db: float) -> tuple[np.ndarray, int]:
-    """The part of ``event`` that really sounds, scaled to ``snr_db`` over a unit-power background.
+    """The part of ``event`` the generator filled, scaled to ``snr_db`` over a unit-power background.
 
-    The true window is where the event actually sounds: a call sequence that did not fill its slot (two barks and
-    then silence) would otherwise claim silent time as "event".
+    The true window is where the generator put the event: its first to last non-zero sample. A call sequence that
+    did not fill its slot (two barks and then silence) ends at its last call, and no energy threshold decides
+    where quiet tails stop being "event".
 
     Returns:
         ``(event[first:last] scaled, first)``.
     """
-    length = len(event)
-    hop = SR // 100  # 10 ms frames; the window spans the frames within 30 dB of the loudest one
-    frames = np.sqrt(np.mean(event[: length // hop * hop].reshape(-1, hop) ** 2, axis=1))
-    loud = np.flatnonzero(frames > 10 ** (-30 / 20) * frames.max()) if frames.size else np.array([], int)
-    first, last = (int(loud[0]) * hop, min(length, (int(loud[-1]) + 1) * hop)) if loud.size else (0, length)
+    sounding = np.flatnonzero(event)
+    first, last = (int(sounding[0]), int(sounding[-1]) + 1) if sounding.size else (0, len(event))
     event = event[first:last]
     event_power = np.mean(event**2) + 1e-12
     return event * np.sqrt(10.0 ** (snr_db / 10.0) / event_power), first  # background has unit power
+
+
+# ---- distractors: loud sounds that are not the event ----------------------------------------------------------------
+
+
+def _noise_burst(rng, n):  # a burst of white or pink noise with short fades (a hiss, a gust on the microphone)
+    gain = _white if rng.random() < 0.5 else _pink
+    return _shaped_noise(rng, n, gain) * _fade(n, 0.005, 0.02)
+
+
+def _clatter(rng, n):  # dishes or cutlery: irregular broadband clicks of random size, not a class's rhythm
+    times = np.sort(rng.integers(0, max(1, n - int(0.02 * SR)), int(rng.integers(5, 14))))
+    click_len = int(0.02 * SR)
+    tt = _t(click_len)
+    pieces = [(int(t0), rng.standard_normal(click_len) * np.exp(-tt / rng.uniform(0.002, 0.006)) * rng.uniform(0.4, 1.0))
+              for t0 in times]
+    return _place(n, pieces)
+
+
+def _thump(rng, n):  # a door closing: a low decaying boom with a short broadband knock at its start
+    t = _t(n)
+    boom = np.sin(TWO_PI * rng.uniform(45, 110) * t) * np.exp(-t / rng.uniform(0.04, 0.1))
+    knock_len = min(n, int(0.015 * SR))
+    knock = np.zeros(n)
+    knock[:knock_len] = rng.standard_normal(knock_len) * np.exp(-_t(knock_len) / 0.003)
+    return boom + 0.6 * knock
+
+
+#: Distractor kinds: name → (generator(rng, n), duration range in seconds).
+DISTRACTORS: dict[str, tuple[Callable[[np.random.Generator, int], np.ndarray], tuple[float, float]]] = {
+    "noise_burst": (_noise_burst, (0.2, 0.6)),
+    "clatter": (_clatter, (0.3, 0.8)),
+    "thump": (_thump, (0.15, 0.4)),
+}
+#: How much louder than the event (RMS over each sound's own span) a distractor is, in dB, drawn per distractor.
+DEFAULT_DISTRACTOR_DB = (0.0, 10.0)
+#: Silence kept between the event and a distractor (seconds), so no frame hears both.
+_DISTRACTOR_GAP_S = 0.1
+
+
+def _free_spans(n: int, taken: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
+    """The ``[start, end)`` sample ranges of ``n`` at least ``gap`` away from every span in ``taken``."""
+    free, pos = [], 0
+    for a, b in sorted(taken):
+        if a - gap > pos:
+            free.append((pos, a - gap))
+        pos = max(pos, b + gap)
+    if pos < n:
+        free.append((pos, n))
+    return free
+
+
+def _add_distractors(
+    mix: np.ndarray, rng: np.random.Generator, event_span: tuple[int, int], event_rms: float, count: int,
+    level_db: tuple[float, float],
+) -> list[list]:
+    """Mix up to ``count`` distractors into ``mix`` outside ``event_span`` (in place); returns
+    ``[[onset_s, offset_s, kind, db_above_event], ...]`` for those that fitted."""
+    placed: list[list] = []
+    taken = [event_span]
+    gap = int(_DISTRACTOR_GAP_S * SR)
+    for _ in range(count):
+        kind = list(DISTRACTORS)[int(rng.integers(len(DISTRACTORS)))]
+        make, dur_s = DISTRACTORS[kind]
+        length = int(rng.uniform(*dur_s) * SR)
+        room = [(a, b) for a, b in _free_spans(len(mix), taken, gap) if b - a >= length]
+        if not room:
+            continue
+        a, b = room[int(rng.integers(len(room)))]
+        start = int(rng.integers(a, b - length + 1))
+        sound = make(rng, length)
+        db = float(rng.uniform(*level_db))
+        sound = sound * (event_rms * 10 ** (db / 20) / (np.sqrt(np.mean(sound**2)) + 1e-12))
+        mix[start : start + length] += sound
+        taken.append((start, start + length))
+        placed.append([round(start / SR, 4), round((start + length) / SR, 4), kind, round(db, 2)])
+    return sorted(placed)
 
 
 def render_clip(
@@ -533,14 +616,23 @@ def render_clip(
     seed: int,
     seconds: float = 5.0,
     snr_db: tuple[float, float] = DEFAULT_SNR_DB,
+    distractors: int = 0,
+    distractor_db: tuple[float, float] = DEFAULT_DISTRACTOR_DB,
 ) -> tuple[np.ndarray, dict]:
-    """One synthetic clip of class ``label``, fully determined by ``seed``.
+    """One synthetic clip of class ``label``, fully determined by ``seed`` (and ``distractors``).
+
+    Args:
+        distractors: how many loud non-target sounds (:data:`DISTRACTORS`: noise bursts, clatter, door-like thumps)
+            to add outside the event, each ``distractor_db`` dB above the event (RMS over each sound's own span).
+            They come from their own random stream: the clip with distractors is the clip without them plus the
+            distractors (and the final peak normalisation).
 
     Returns:
         ``(audio, meta)``: ``audio`` float32 of shape ``(round(seconds * 16000),)`` with peak in [0.3, 0.9];
-        ``meta`` = ``{"onset_s", "offset_s", "snr_db", "background"}``: the window is where the event really
-        sounds (first to last audible sample); SNR is the event's mean power over that window against the
-        background's mean power, in dB.
+        ``meta`` = ``{"onset_s", "offset_s", "snr_db", "background", "distractors"}``: the window is where the
+        generator put the event (first to last non-zero sample of it, see :func:`_audible_at_snr`); SNR is the
+        event's mean power over that window against the background's mean power, in dB; ``distractors`` lists
+        ``[onset_s, offset_s, kind, dB above the event]`` of each distractor placed.
     """
     if label not in _CLASS_BY_NAME:
         raise ValueError(f"unknown synthetic class {label!r}; choose from {sorted(_CLASS_BY_NAME)}")
@@ -559,12 +651,17 @@ def render_clip(
     length = len(event)
     mix = background.copy()
     mix[onset : onset + length] += event
+    placed = []
+    if distractors:
+        placed = _add_distractors(mix, np.random.default_rng([seed, 1]), (onset, onset + length),
+                                  float(np.sqrt(np.mean(event**2))), int(distractors), distractor_db)
     mix *= rng.uniform(0.3, 0.9) / (np.max(np.abs(mix)) + 1e-12)
     meta = {
         "onset_s": round(onset / SR, 4),
         "offset_s": round((onset + length) / SR, 4),
         "snr_db": round(snr, 2),
         "background": bg_name,
+        "distractors": placed,
     }
     return mix.astype(np.float32), meta
 
@@ -625,12 +722,14 @@ def render_two_event_clip(
     return mix.astype(np.float32), {"events": events, "background": bg_name}
 
 
-def _render_row(name: str, s: int, events: int, partners: list[str], seconds: float, snr_db) -> tuple[np.ndarray, dict]:
+def _render_row(
+    name: str, s: int, events: int, partners: list[str], seconds: float, snr_db, distractors: int = 0
+) -> tuple[np.ndarray, dict]:
     """One clip of class ``name`` from its seed and its ``events.csv`` row (without path and seed)."""
     spec = _CLASS_BY_NAME[name]
     if events == 1:
-        audio, meta = render_clip(name, s, seconds=seconds, snr_db=snr_db)
-        return audio, {"label": name, "category": spec.category, **meta}
+        audio, meta = render_clip(name, s, seconds=seconds, snr_db=snr_db, distractors=distractors)
+        return audio, {"label": name, "category": spec.category, **meta, "distractors": json.dumps(meta["distractors"])}
     # the partner is drawn from the clip's own seed, so a clip stays a function of (class list, class, seed)
     partner = partners[int(np.random.default_rng([s, 2]).integers(len(partners)))]
     audio, meta = render_two_event_clip((name, partner), s, seconds=seconds, snr_db=snr_db)
@@ -639,6 +738,27 @@ def _render_row(name: str, s: int, events: int, partners: list[str], seconds: fl
            "snr_db": own["snr_db"], "label_2": partner, "category_2": _CLASS_BY_NAME[partner].category,
            "onset_2_s": other["onset_s"], "offset_2_s": other["offset_s"], "snr_2_db": other["snr_db"]}
     return audio, {**row, "background": meta["background"]}
+
+
+def parse_spans(value) -> list[tuple[float, float]]:
+    """``[(onset_s, offset_s), ...]`` from an events.csv / manifest ``distractors`` cell (JSON; empty: none)."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)) or value == "":
+        return []
+    items = json.loads(value) if isinstance(value, str) else value
+    return [(float(item[0]), float(item[1])) for item in items]
+
+
+def shift_spans(value, start_s: float, clip_s: float) -> str:
+    """A ``distractors`` cell moved into a cropped row (times minus ``start_s``, clipped to ``[0, clip_s]``;
+    spans left outside are dropped), as JSON."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)) or value == "":
+        return "[]"
+    out = []
+    for item in json.loads(value) if isinstance(value, str) else value:
+        a, b = max(0.0, float(item[0]) - start_s), min(clip_s, float(item[1]) - start_s)
+        if b > a:
+            out.append([round(a, 4), round(b, 4), *item[2:]])
+    return json.dumps(out)
 
 
 def _write_wav_atomic(path: Path, audio: np.ndarray) -> None:
@@ -663,6 +783,7 @@ def make_soundscapes(
     overwrite: bool = False,
     progress: bool = True,
     events: int = 1,
+    distractors: int = 0,
 ) -> pd.DataFrame:
     """Generate a synthetic dataset as ``out_dir/<Category>/<class>/<class>_NNNN.wav`` + ``out_dir/events.csv``.
 
@@ -681,6 +802,8 @@ def make_soundscapes(
             (drawn from ``classes``) at a different time (:func:`render_two_event_clip`). The clip is filed under
             A; ``onset_s``/``offset_s``/``snr_db`` are A's, ``label_2``, ``category_2``, ``onset_2_s``,
             ``offset_2_s``, ``snr_2_db`` B's. For testing what a model does with two sounds, not for training.
+        distractors: loud non-target sounds per one-event clip, outside the event (see :func:`render_clip`); their
+            times are the ``distractors`` column (JSON ``[[onset_s, offset_s, kind, dB above the event], ...]``).
 
     Returns:
         The events table (also written atomically to ``events.csv``): ``path`` (relative to ``out_dir``),
@@ -699,6 +822,8 @@ def make_soundscapes(
         raise ValueError(f"events must be 1 or 2 per clip, got {events}")
     if events == 2 and len(set(names)) < 2:
         raise ValueError(f"two events per clip need at least two classes, got {names}")
+    if distractors < 0 or (distractors and events != 1):
+        raise ValueError(f"distractors must be 0 or more, and go with one event per clip; got {distractors} with {events}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ids = {c.name: i for i, c in enumerate(SYNTH_CLASSES)}
@@ -717,10 +842,11 @@ def make_soundscapes(
         rel = Path(spec.category) / name / f"{name}_{i:04d}.wav"
         path = out / rel
         old = previous.get(rel.as_posix())
-        if old is not None and int(old.get("seed", -1)) == s and path.exists():
+        same_distractors = old is not None and len(parse_spans(old.get("distractors"))) == distractors
+        if old is not None and int(old.get("seed", -1)) == s and same_distractors and path.exists():
             rows.append(old)
             continue
-        audio, row = _render_row(name, s, events, [c for c in names if c != name], seconds, snr_db)
+        audio, row = _render_row(name, s, events, [c for c in names if c != name], seconds, snr_db, distractors)
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_wav_atomic(path, audio)
         rows.append({"path": rel.as_posix(), **row, "seed": s})

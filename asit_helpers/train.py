@@ -46,7 +46,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .batches import Augment, ClipDataset, EmbeddingDataset, EmbeddingStore, EpochSampler, WaveformCollator
+from .batches import (Augment, ClipDataset, EmbeddingDataset, EmbeddingStore, EpochSampler, LengthGroupedBatchSampler,
+                      WaveformCollator, check_min_length)
 from .cache import AudioCache
 from .files import atomic_write_text, json_default
 from .messages import OutOfMemoryError, out_of_memory
@@ -517,6 +518,7 @@ def _prepare_run(args, cache, net, accelerator, ckpt, embeddings_dir, callbacks,
     from transformers import get_cosine_schedule_with_warmup
 
     train_idx, val_idx = _split_indices(cache)
+    check_min_length(cache, np.concatenate([train_idx, val_idx]), net)  # clear error, not a conv crash
     train_set, val_set, collate = _datasets(args, cache, net, accelerator, train_idx, val_idx, embeddings_dir,
                                             progress)
     train_labels = cache.label_ids()[train_idx]
@@ -525,8 +527,17 @@ def _prepare_run(args, cache, net, accelerator, ckpt, embeddings_dir, callbacks,
     # dropout masks of a resumed run (its iterator is created at a different point of the RNG stream)
     loader_kw = dict(batch_size=args.batch_size, collate_fn=collate, num_workers=args.num_workers,
                      generator=torch.Generator().manual_seed(args.seed))
-    train_dl = DataLoader(train_set, sampler=sampler, drop_last=False, **loader_kw)
-    val_dl = DataLoader(val_set, shuffle=False, **loader_kw) if len(val_idx) else None
+    if collate is not None and not net.config.backbone_masks_input:
+        # group-norm encoders take no mask, so padding changes their outputs: training batches group similar
+        # lengths, validation batches hold one length only (what predict and evaluate see); issue 17
+        loader_kw.pop("batch_size")
+        train_dl = DataLoader(train_set, batch_sampler=LengthGroupedBatchSampler(
+            train_set.lengths[train_idx], args.batch_size, order=sampler), **loader_kw)
+        val_dl = DataLoader(val_set, batch_sampler=LengthGroupedBatchSampler(
+            val_set.lengths[val_idx], args.batch_size, equal_lengths=True), **loader_kw) if len(val_idx) else None
+    else:
+        train_dl = DataLoader(train_set, sampler=sampler, drop_last=False, **loader_kw)
+        val_dl = DataLoader(val_set, shuffle=False, **loader_kw) if len(val_idx) else None
 
     total_steps = math.ceil(len(train_dl) / args.grad_accum) * args.epochs
     optimizer = torch.optim.AdamW(_param_groups(net, args), weight_decay=args.weight_decay)

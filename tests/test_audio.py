@@ -43,13 +43,42 @@ def test_1khz_tone_at_44k1_peaks_at_1khz_after_resampling(tmp_path):
 
 def test_channels_are_averaged(tmp_path):
     left = tone(300, 1.0)
-    stereo = np.stack([left, -left], axis=1)  # opposite phase: the downmix is silence
-    path = tmp_path / "st.wav"
-    sf.write(path, stereo, 16000, subtype="FLOAT")
-    assert np.abs(load_audio(path)).max() < 1e-6
+    right = tone(500, 1.0)
+    sf.write(tmp_path / "two.wav", np.stack([left, right], axis=1), 16000, subtype="FLOAT")
+    np.testing.assert_allclose(load_audio(tmp_path / "two.wav"), (left + right) / 2, atol=1e-6)
     six = np.repeat(left[:, None], 6, axis=1)
     sf.write(tmp_path / "six.wav", six, 16000, subtype="FLOAT")
     np.testing.assert_allclose(load_audio(tmp_path / "six.wav"), left, atol=1e-6)
+
+
+def test_cancelling_downmix_is_an_error_not_silence(tmp_path):
+    left = tone(300, 1.0)
+    path = tmp_path / "st.wav"
+    sf.write(path, np.stack([left, -left], axis=1), 16000, subtype="FLOAT")  # opposite phase: the mean is silence
+    with pytest.raises(AudioError, match=r"st\.wav: its 2 channels cancel when averaged.*channel=0"):
+        load_audio(path)
+    np.testing.assert_allclose(load_audio(path, channel=0), left, atol=1e-6)
+    np.testing.assert_allclose(load_audio(path, channel=1), -left, atol=1e-6)
+    with pytest.raises(AudioError, match="has 2 channel"):
+        load_audio(path, channel=2)
+    # genuinely silent stereo is not a cancellation: it loads (as silence)
+    sf.write(tmp_path / "quiet.wav", np.zeros((16000, 2), np.float32), 16000, subtype="FLOAT")
+    assert np.abs(load_audio(tmp_path / "quiet.wav")).max() == 0
+
+
+def test_multichannel_arrays_need_a_layout():
+    from asit_helpers.audio import to_mono
+
+    x = np.stack([tone(300, 5.0), tone(500, 5.0), tone(700, 5.0)])  # (3, 80000)
+    with pytest.raises(AudioError, match=r"shape \(3, 80000\) is ambiguous.*layout='channels_first'"):
+        to_mono(x, None)
+    np.testing.assert_allclose(to_mono(x, "channels_first"), x.mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(to_mono(x.T, "channels_last"), x.mean(axis=0), atol=1e-6)
+    assert to_mono(x[:1], None).shape == (80000,)  # one channel: nothing to decide
+    with pytest.raises(AudioError, match="channels cancel"):
+        to_mono(np.stack([x[0], -x[0]]), "channels_first")
+    with pytest.raises(AudioError, match="1-D signal or a 2-D"):
+        to_mono(np.zeros((2, 2, 100)), None)
 
 
 def test_bytes_and_file_objects(tmp_path, wav_file):

@@ -48,8 +48,10 @@ def test_arrays_at_other_rates_and_stereo(model):
     mono16 = tone(500, 2.0)
     stereo44 = tone(500, 2.0, sr=44100, channels=2)
     a = predict(model, mono16)
-    b = predict(model, stereo44, sr=44100)
+    b = predict(model, stereo44, sr=44100, layout="channels_last")
     assert a.label == b.label and abs(a.score - b.score) < 0.05 and a.source == "<array>"
+    with pytest.raises(AudioError, match="ambiguous"):  # a (samples, 2) array without its layout
+        predict(model, stereo44, sr=44100)
 
 
 def test_bad_input_to_predict(model, tmp_path):

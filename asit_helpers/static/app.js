@@ -84,19 +84,26 @@ function render(data, samples) {
     topk.append(name, track, pct);
   }
   drawWave($("wave"), samples, data);
-  renderWindows(data.windows);
+  renderWindows(data.windows, data.aggregation_how);
 }
 
-function renderWindows(windows) {
+function renderWindows(windows, how) {
   const box = $("windows");
   box.replaceChildren();
   if (windows.length < 2) return;
+  if (how) {  // say how the windows became one answer (predict's aggregation)
+    const note = document.createElement("p");
+    note.className = "aggregation";
+    note.textContent = `The clip's answer: ${how}.`;
+    box.append(note);
+  }
   const table = document.createElement("table");
-  table.innerHTML = "<thead><tr><th>window</th><th>label</th><th>score</th></tr></thead>";
+  table.innerHTML = "<thead><tr><th>window</th><th>label</th><th>score</th><th>weight in the answer</th></tr></thead>";
   const body = document.createElement("tbody");
   for (const w of windows) {
     const tr = document.createElement("tr");
-    for (const text of [`${w.start_s.toFixed(1)}–${w.end_s.toFixed(1)} s`, w.label, `${(w.score * 100).toFixed(1)}%`]) {
+    const weight = w.evidence === undefined ? "" : `${(w.evidence * 100).toFixed(1)}%`;
+    for (const text of [`${w.start_s.toFixed(1)}–${w.end_s.toFixed(1)} s`, w.label, `${(w.score * 100).toFixed(1)}%`, weight]) {
       const td = document.createElement("td");
       td.textContent = text;
       tr.append(td);
