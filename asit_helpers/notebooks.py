@@ -323,9 +323,11 @@ def ensure_checkpoint(ws: Workspace, checkpoint: str | os.PathLike | None = None
 
     settings = dict(OFFLINE_TRAINING if offline else QUICK_TRAINING)
     settings.update(SMOKE_TRAINING if smoke else {})
-    name = "quick-{preset}-{mode}-{epochs}ep".format(**settings)
+    # mode and epochs may be left to the preset's own recipe (train.PRESETS): name them only when set here
+    shown = [str(settings[k]) + (" epochs" if k == "epochs" else "") for k in ("preset", "mode", "epochs") if k in settings]
+    name = "quick-" + "-".join(str(settings[k]) for k in ("preset", "mode", "epochs") if k in settings)
     say(f"No checkpoint from notebook 03 in {_where(ws)} and CHECKPOINT is not set: training the quick recipe "
-        f"now ({settings['preset']}, {settings['mode']}, {settings['epochs']} epochs). To skip this, run 03 with "
+        f"now ({', '.join(shown)}). To skip this, run 03 with "
         "USE_DRIVE = True first, or set CHECKPOINT.")
     check_backbone(settings["preset"], offline=offline)
     with explained("train the quick recipe", repo=_hub_repo(settings["preset"])):
