@@ -629,3 +629,6 @@ def load_model(path_or_model, device: str | torch.device | None = None) -> AsitF
 
 AutoConfig.register("asit", AsitConfig, exist_ok=True)
 AutoModelForAudioClassification.register(AsitConfig, AsitForAudioClassification, exist_ok=True)
+# transformers 4.45's pipeline() loads a feature extractor only for config types in this mapping: without this
+# entry, pipeline("audio-classification", model=DIR) gets none there and fails on its first input.
+AutoFeatureExtractor.register(AsitConfig, Wav2Vec2FeatureExtractor, exist_ok=True)
