@@ -337,6 +337,8 @@ def forward_cache(
             chunk = indices[rows]
             hidden = torch.from_numpy(np.asarray(embeddings.hidden[chunk], dtype=np.float32)).to(device)
             mask = torch.from_numpy(np.asarray(embeddings.frame_mask[chunk], dtype=bool)).to(device)
+            if getattr(embeddings, "layer", None) is not None:  # a partial-mode store: the top layers run first
+                hidden = model.encode_upper(hidden.to(model.dtype), mask, embeddings.layer)
             out = model.classify_hidden(hidden.to(model.dtype), mask)
         results.append((rows, out.logits.float().cpu().numpy(), out.pooling_weights.float().cpu().numpy(),
                         out.frame_mask.cpu().numpy()))

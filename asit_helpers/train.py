@@ -8,8 +8,10 @@ Modes: ``head`` (backbone frozen: pooling + head train), ``partial`` (top ``top_
 ``full`` (everything but the convolutional feature encoder, which stays frozen unless
 ``freeze_feature_encoder=False``). In ``head`` mode the *cached-embedding fast path* is on by default: the
 frozen backbone runs once over the cache (float16 hidden states on disk, :class:`~asit_helpers.batches.EmbeddingStore`)
-and each epoch only runs pooling + head, in seconds on a CPU. The result is always a normal, full
-:class:`~asit_helpers.model.AsitForAudioClassification` checkpoint.
+and each epoch only runs pooling + head, in seconds on a CPU. In ``partial`` mode the fast path caches the input of
+the first trained layer instead (plus ``cached_views`` augmented views per training clip) and each epoch runs only
+the top layers, pooling and head; ``fast=False`` (``--no-fast``) runs the frozen layers every step. The result is
+always a normal, full :class:`~asit_helpers.model.AsitForAudioClassification` checkpoint.
 
 Why Accelerate rather than ``Trainer``: the same few lines give device placement, DDP under ``torchrun`` /
 ``accelerate launch`` (gloo on CPU, NCCL on GPU), bf16/fp16 autocast, gradient accumulation and
@@ -87,7 +89,10 @@ class TrainArgs:
     top_layers: int = _setting(2, "transformer layers trained in partial mode")
     freeze_feature_encoder: bool = _setting(True, "keep the convolutional front end frozen (the usual choice for "
                                                   "a pretrained wav2vec2; a random-initialised one must train it)")
-    fast: bool | None = _setting(None, "cached-embedding fast path (default: on in head mode; only possible there)")
+    fast: bool | None = _setting(None, "cached fast path: the frozen part of the backbone runs once per clip (default: "
+                                       "on in head and partial mode; --no-fast runs it every epoch)")
+    cached_views: int = _setting(4, "partial mode's fast path: augmented views cached per training clip; each epoch "
+                                    "reads the clean clip or one view (0: clean only; needs augment)")
     epochs: int = _setting(15, "passes over the train split")
     batch_size: int = _setting(8, "clips per batch on each device")
     grad_accum: int = _setting(2, "batches per optimiser step (effective batch = batch size x this x devices)")
@@ -127,8 +132,13 @@ class TrainArgs:
         if self.metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
         check_precision(self.precision)
-        if self.fast and self.mode != "head":
-            raise ValueError("the cached-embedding fast path needs mode='head' (a frozen backbone)")
+        if self.fast and self.mode == "full":
+            raise ValueError("the cached fast path needs mode='head' or 'partial' (a frozen part of the backbone)")
+        if self.fast and self.mode == "partial" and self.model_kwargs.get("layer_weighted_sum"):
+            raise ValueError("partial mode's fast path cannot cache layer_weighted_sum (it pools every layer); "
+                             "use fast=False (--no-fast)")
+        if int(self.cached_views) < 0:
+            raise ValueError(f"cached_views must be 0 or more, got {self.cached_views}")
         for name in ("epochs", "batch_size", "grad_accum", "save_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -150,7 +160,9 @@ class TrainArgs:
 
     @property
     def use_fast_path(self) -> bool:
-        return self.mode == "head" if self.fast is None else bool(self.fast)
+        if self.fast is not None:
+            return bool(self.fast)
+        return self.mode == "head" or (self.mode == "partial" and not self.model_kwargs.get("layer_weighted_sum"))
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -235,12 +247,15 @@ class _Forward(nn.Module):
     """Wraps the model so waveforms and cached hidden states both go through ``forward`` (DDP's gradient sync
     and Accelerate's autocast hook ``forward``; calling ``classify_hidden`` directly would bypass both)."""
 
-    def __init__(self, model: AsitForAudioClassification):
+    def __init__(self, model: AsitForAudioClassification, cached_layer: int | None = None):
         super().__init__()
         self.model = model
+        self.cached_layer = cached_layer  # partial mode's fast path: the cache holds this layer's input
 
     def forward(self, input_values=None, attention_mask=None, hidden=None, frame_mask=None, **_):
         if hidden is not None:
+            if self.cached_layer is not None:
+                hidden = self.model.encode_upper(hidden, frame_mask, self.cached_layer)
             out = self.model.classify_hidden(hidden, frame_mask)
         else:
             out = self.model(input_values, attention_mask=attention_mask)
@@ -495,6 +510,20 @@ def _split_indices(cache) -> tuple[np.ndarray, np.ndarray]:
     return train_idx, val_idx
 
 
+def _cached_part(args: TrainArgs, model: AsitForAudioClassification, train_idx) -> dict:
+    """What the fast path caches: head mode the backbone's output; partial mode the input of the first trained
+    layer, with ``cached_views`` augmented views of each training clip (augmentation cannot be applied to
+    activations after the fact). Raises ValueError when the backbone cannot be split there."""
+    if args.mode == "head":
+        return {}
+    reason = model.split_supported()
+    if reason:
+        raise ValueError(f"partial mode's fast path: {reason}; use fast=False (--no-fast)")
+    views = int(args.cached_views) if args.augment is not None else 0
+    return {"layer": max(0, len(model.backbone.encoder.layers) - args.top_layers), "views": views,
+            "view_clips": train_idx, "augment": args.augment, "seed": args.seed}
+
+
 def _datasets(args: TrainArgs, cache, net, accelerator, train_idx, val_idx, embeddings_dir, progress):
     """Waveform datasets, or on the fast path datasets of the frozen backbone's cached outputs."""
     label_ids = cache.label_ids()
@@ -502,14 +531,15 @@ def _datasets(args: TrainArgs, cache, net, accelerator, train_idx, val_idx, embe
         return (ClipDataset(cache, train_idx, augment=args.augment, seed=args.seed), ClipDataset(cache, val_idx),
                 WaveformCollator(net.feature_extractor()))
     # the main process encodes (or finds) the store; the others then open the same files
-    store = None
+    store, cached = None, _cached_part(args, net, train_idx)
     if accelerator.is_main_process:
         store = EmbeddingStore.build(net.to(accelerator.device), cache, embeddings_dir, batch_size=args.batch_size,
-                                     progress=progress)
+                                     progress=progress, **cached)
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
-        store = EmbeddingStore.build(net.to(accelerator.device), cache, embeddings_dir, progress=False)
-    return EmbeddingDataset(store, train_idx, label_ids), EmbeddingDataset(store, val_idx, label_ids), None
+        store = EmbeddingStore.build(net.to(accelerator.device), cache, embeddings_dir, progress=False, **cached)
+    return (EmbeddingDataset(store, train_idx, label_ids, use_views=True, seed=args.seed),
+            EmbeddingDataset(store, val_idx, label_ids), None)
 
 
 def _prepare_run(args, cache, net, accelerator, ckpt, embeddings_dir, callbacks, progress) -> _Run:
@@ -543,7 +573,8 @@ def _prepare_run(args, cache, net, accelerator, ckpt, embeddings_dir, callbacks,
     optimizer = torch.optim.AdamW(_param_groups(net, args), weight_decay=args.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
     weights = _class_weights(train_labels, len(cache.labels)) if args.balance == "weights" else None
-    prepared = accelerator.prepare(_Forward(net), optimizer, train_dl, scheduler, *([val_dl] if val_dl else []))
+    cached_layer = getattr(getattr(train_set, "store", None), "layer", None)  # partial mode's fast path
+    prepared = accelerator.prepare(_Forward(net, cached_layer), optimizer, train_dl, scheduler, *([val_dl] if val_dl else []))
     fwd, optimizer, train_dl, scheduler = prepared[:4]
     # One bar for the whole run and one printed line per epoch: a notebook shows one block, not one per epoch.
     bar = tqdm(total=args.epochs * len(train_dl), unit="batch", disable=not (progress and accelerator.is_main_process))

@@ -3,6 +3,7 @@ Hugging Face ``Wav2Vec2ForSequenceClassification`` with the same backbone config
 
     python bench/train.py                          # 2,000 clips, tiny preset, CPU → bench/results/train.json
     python bench/train.py --quick                  # 220 clips, fewer steps (make bench)
+    python bench/train.py --json --skip-epochs --skip-steps   # only partial mode: cached vs uncached
     python bench/train.py --device cuda --bf16 --preset base-random --clips 2000   # on a GPU (adds MFU)
 
 Part 1 — seconds per epoch of ``head``-mode training (backbone frozen) on ``--clips`` synthetic soundscapes
@@ -11,6 +12,14 @@ Part 1 — seconds per epoch of ``head``-mode training (backbone frozen) on ``--
     then every epoch runs only pooling + head on float16 hidden states from disk;
   * ``backbone``: ``train(mode="head", fast=False, augment=None)``: the frozen backbone runs every epoch.
   Both epochs include validation on the cache's ``val`` split, as in real training.
+
+Part 1b (``--partial-*``, ``--top-layers``, ``--views``) — partial mode (the top ``--top-layers`` transformer layers
++ pooling + head train) on ``--partial-clips`` clips of the ``--partial-preset`` backbone, three runs on the same
+clips in one process: ``head_cached_epoch_s`` (``mode="head"``, cached), ``partial_cached_epoch_s``
+(``mode="partial"``, the frozen layers' output cached once with ``--views`` augmented views per training clip) and
+``partial_uncached_epoch_s`` (``fast=False``: the frozen layers run every epoch on freshly augmented audio); then
+the test accuracy of the cached and the uncached partial runs (same seed, epochs and augmentation settings).
+``--json`` prints everything as one JSON object (progress goes to stderr).
 
 Part 2 — one training step (forward + backward + AdamW, feature encoder frozen, the rest trainable) on a batch
 of ``--batch`` random 5 s clips, for ASiT (attention pooling) and for ``Wav2Vec2ForSequenceClassification``
@@ -23,6 +32,7 @@ reported when ``--peak-tflops`` is known (given, or an H100 detected: 989.4 dens
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shutil
 import statistics
@@ -91,6 +101,67 @@ def bench_epochs(cache, preset: str, epochs: int, batch: int, device: str) -> di
         "cached_epochs_s": [round(h["seconds"], 3) for h in cached.history],
         "backbone_epochs_s": [round(h["seconds"], 3) for h in backbone.history],
         "break_even_epochs": round(encode_s / max(b - c, 1e-9), 2),
+    }
+
+
+# ---- part 1b: partial mode on cached activations vs the frozen layers every epoch -------------------------------
+
+
+def bench_partial(cache, preset: str, epochs: int, batch: int, device: str, top_layers: int, views: int,
+                  seed: int = 0) -> dict:
+    """Seconds per epoch of head-mode (cached), partial-mode cached and partial-mode uncached training on the same
+    clips, and the test accuracy of cached vs uncached partial training (same seed, same epochs, same augmentation
+    settings: the cached run reads ``views`` augmented views per clip cached once, the uncached one augments every
+    epoch afresh)."""
+    from asit_helpers.batches import Augment, EmbeddingStore
+    from asit_helpers.evaluate import evaluate
+    from asit_helpers.train import TrainArgs, train
+
+    work = Path(tempfile.mkdtemp(prefix="asit_bench_partial_"))
+    try:
+        recipe = TrainArgs.for_preset(preset).to_dict()
+        common = dict(preset=preset, epochs=epochs, batch_size=batch, grad_accum=1, device=device, progress=False,
+                      save_every=10**9, seed=seed, lr_head=recipe["lr_head"], lr_backbone=recipe["lr_backbone"],
+                      freeze_feature_encoder=True)
+        partial = dict(common, mode="partial", top_layers=top_layers, augment=Augment())
+        t0 = time.perf_counter()
+        head = train(cache, work / "head", mode="head", fast=True, augment=None, embeddings_dir=work / "emb_head",
+                     **common)
+        head_total = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        cached = train(cache, work / "cached", fast=True, cached_views=views, embeddings_dir=work / "emb_partial",
+                       **partial)
+        cached_total = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        uncached = train(cache, work / "uncached", fast=False, **partial)
+        uncached_total = time.perf_counter() - t0
+        acc = {name: evaluate(r.model, cache, "test", progress=False, precision="fp32").accuracy
+               for name, r in (("cached", cached), ("uncached", uncached))}
+        store = EmbeddingStore(work / "emb_partial")
+        store_mb = sum(f.stat().st_size for f in (work / "emb_partial").iterdir()) / 2**20
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    med = lambda r: statistics.median(h["seconds"] for h in r.history)  # noqa: E731
+    head_s, cached_s, uncached_s = med(head), med(cached), med(uncached)
+    return {
+        "preset": preset, "top_layers": top_layers, "cached_views": views, "epochs": epochs, "batch": batch,
+        "cached_layer": store.layer, "store_mb": round(store_mb, 1),
+        "head_cached_epoch_s": round(head_s, 3),
+        "partial_cached_epoch_s": round(cached_s, 3),
+        "partial_uncached_epoch_s": round(uncached_s, 3),
+        "partial_cached_over_head": round(cached_s / head_s, 2),
+        "partial_uncached_over_cached": round(uncached_s / cached_s, 1),
+        # whole calls: encoding once (clean clips + views) plus every epoch, validation and saving
+        "head_cached_total_s": round(head_total, 1),
+        "partial_cached_total_s": round(cached_total, 1),
+        "partial_uncached_total_s": round(uncached_total, 1),
+        "test_accuracy_partial_cached": round(float(acc["cached"]), 4),
+        "test_accuracy_partial_uncached": round(float(acc["uncached"]), 4),
+        "accuracy_cost_points": round(100 * float(acc["uncached"] - acc["cached"]), 2),
+        "test_clips": int(len(cache.indices("test"))),
+        "history_cached": [{k: h[k] for k in ("epoch", "val_accuracy", "seconds") if k in h} for h in cached.history],
+        "history_uncached": [{k: h[k] for k in ("epoch", "val_accuracy", "seconds") if k in h}
+                             for h in uncached.history],
     }
 
 
@@ -196,18 +267,52 @@ def main(argv=None) -> int:
     ap.add_argument("--peak-tflops", type=float, default=None,
                     help="device peak for MFU (default: 989.4 on an H100, none elsewhere)")
     ap.add_argument("--skip-epochs", action="store_true", help="only the step benchmark")
+    ap.add_argument("--skip-partial", action="store_true", help="no partial-mode (cached vs uncached) part")
+    ap.add_argument("--skip-steps", action="store_true", help="no ASiT vs HF step part")
+    ap.add_argument("--partial-clips", type=int, default=880, help="clips in the partial-mode part (22 classes)")
+    ap.add_argument("--partial-preset", default="tiny-fb", choices=["tiny", "tiny-fb", "base-random"])
+    ap.add_argument("--partial-epochs", type=int, default=8)
+    ap.add_argument("--top-layers", type=int, default=2, help="transformer layers trained in partial mode")
+    ap.add_argument("--views", type=int, default=4, help="augmented views per clip cached for partial mode")
+    ap.add_argument("--json", action="store_true", help="print the result as one JSON object (progress on stderr)")
     ap.add_argument("--quick", action="store_true", help="small settings for make bench: 220 clips, 4 steps")
     ap.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "asit_bench_data")
     ap.add_argument("--out", type=Path, default=RESULTS / "train.json")
     args = ap.parse_args(argv)
     if args.quick:
         args.clips, args.steps, args.warmup, args.batch, args.epochs = 220, 4, 1, 8, 2
+        args.partial_clips, args.partial_epochs = 220, 2
     device = torch.device(args.device)
     peak = args.peak_tflops
     if peak is None and device.type == "cuda" and "H100" in torch.cuda.get_device_name(0):
         peak = 989.4
 
+    if args.json:  # one JSON object on stdout: everything else goes to stderr
+        import contextlib
+
+        with contextlib.redirect_stdout(sys.stderr):
+            result = run(args, device, peak)
+        print(json.dumps(result, indent=1))
+        return 0
+    run(args, device, peak)
+    return 0
+
+
+def run(args, device: torch.device, peak: float | None) -> dict:
     result = {"machine": machine_info(), "preset": args.preset}
+    if not args.skip_partial:
+        cache = make_cache(args.data, args.partial_clips)
+        part = bench_partial(cache, args.partial_preset, args.partial_epochs, args.batch, args.device,
+                             args.top_layers, args.views)
+        result["partial"] = part
+        for key in ("partial_cached_epoch_s", "partial_uncached_epoch_s", "head_cached_epoch_s",
+                    "test_accuracy_partial_cached", "test_accuracy_partial_uncached"):
+            result[key] = part[key]
+        print(f"partial mode ({part['preset']}, top {part['top_layers']} layers, {len(cache)} clips, "
+              f"{part['epochs']} epochs): cached {part['partial_cached_epoch_s']:.2f} s/epoch "
+              f"({part['partial_cached_over_head']}x head-mode cached {part['head_cached_epoch_s']:.2f} s), "
+              f"uncached {part['partial_uncached_epoch_s']:.2f} s/epoch; test accuracy cached "
+              f"{part['test_accuracy_partial_cached']:.3f} vs uncached {part['test_accuracy_partial_uncached']:.3f}")
     if not args.skip_epochs:
         cache = make_cache(args.data, args.clips)
         ep = bench_epochs(cache, args.preset, args.epochs, args.batch, args.device)
@@ -219,6 +324,10 @@ def main(argv=None) -> int:
         print(f"  backbone each time: {ep['backbone_epoch_s']:8.2f} s/epoch")
         print(f"  speed-up per epoch: {ep['speedup_per_epoch']}x; the encoding pays off after "
               f"{ep['break_even_epochs']} epochs")
+    if args.skip_steps:
+        write_json(args.out, result)
+        print(f"saved {args.out}")
+        return result
     st = bench_steps(args.preset, args.batch, args.steps, args.warmup, device, args.bf16, peak)
     result["step"] = st
     print(f"training step, batch {st['batch']} x 5 s, {args.preset}, {st['device']}"
@@ -231,7 +340,7 @@ def main(argv=None) -> int:
     print(f"  ratio ASiT / HF: {st['ratio_asit_over_hf_clips_per_s']}")
     write_json(args.out, result)
     print(f"saved {args.out}")
-    return 0
+    return result
 
 
 if __name__ == "__main__":

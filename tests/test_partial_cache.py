@@ -10,7 +10,7 @@ import torch
 from transformers import Wav2Vec2Config
 
 from asit_helpers import AsitForAudioClassification
-from asit_helpers.batches import Augment, EmbeddingDataset, EmbeddingStore, cache_labels
+from asit_helpers.batches import Augment, EmbeddingDataset, EmbeddingStore
 from asit_helpers.model import TINY_BACKBONE
 
 GROUP_NORM_BACKBONE = dict(TINY_BACKBONE, feat_extract_norm="group", do_stable_layer_norm=False)
@@ -78,7 +78,7 @@ def test_dataset_draws_views_per_epoch_and_replays_them(train_cache, tmp_path):
     train_idx, val_idx = train_cache.indices("train"), train_cache.indices("val")
     store = EmbeddingStore.build(model, train_cache, tmp_path / "s", layer=1, views=3, view_clips=train_idx,
                                  augment=Augment(), seed=0, progress=False)
-    labels = cache_labels(train_cache)
+    labels = train_cache.label_ids()
     train_set = EmbeddingDataset(store, train_idx, labels, use_views=True, seed=0)
     drawn = []
     for epoch in range(4):
@@ -98,3 +98,81 @@ def test_dataset_draws_views_per_epoch_and_replays_them(train_cache, tmp_path):
     assert len(batch) == len(train_idx)
     val_set = EmbeddingDataset(store, val_idx, labels)  # evaluation reads the clean clips only
     assert all(val_set.view_of(int(i)) == 0 for i in val_idx)
+
+
+# ---- training on the cache ------------------------------------------------------------------------------------
+
+from asit_helpers.train import TrainArgs, train  # noqa: E402
+
+PARTIAL = dict(mode="partial", top_layers=1, epochs=2, batch_size=8, lr_head=5e-3, lr_backbone=1e-3,
+               progress=False)
+
+
+def _quiet_model(labels) -> AsitForAudioClassification:
+    """tiny without SpecAugment's time masks, which the uncached path applies below the trained layers in training
+    (the cached path computes the frozen layers once, in eval mode), so both paths compute the same thing."""
+    torch.manual_seed(0)
+    return AsitForAudioClassification.from_backbone(Wav2Vec2Config(**TINY_BACKBONE, mask_time_prob=0.0),
+                                                    labels=list(labels))
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_partial_fast_path_defaults_and_choices():
+    assert TrainArgs(mode="partial").use_fast_path
+    assert not TrainArgs(mode="partial", fast=False).use_fast_path  # --no-fast keeps the old path
+    assert not TrainArgs(mode="full").use_fast_path
+    lws = {"layer_weighted_sum": True}
+    assert not TrainArgs(mode="partial", model_kwargs=lws).use_fast_path  # falls back: every layer is pooled
+    with pytest.raises(ValueError, match="layer_weighted_sum"):
+        TrainArgs(mode="partial", fast=True, model_kwargs=lws)
+    with pytest.raises(ValueError, match="head' or 'partial"):
+        TrainArgs(mode="full", fast=True)
+
+
+def test_partial_cached_trains_what_the_uncached_path_trains(train_cache, tmp_path):
+    """Without augmentation, cached activations of the frozen layers train the same top layers and head as
+    running them every step (float16 storage is the only difference); the lower layers stay untouched."""
+    labels = train_cache.labels
+    fast = train(train_cache, tmp_path / "fast", model=_quiet_model(labels), fast=True, augment=None,
+                 embeddings_dir=tmp_path / "emb", **PARTIAL)
+    slow = train(train_cache, tmp_path / "slow", model=_quiet_model(labels), fast=False, augment=None, **PARTIAL)
+    assert EmbeddingStore(tmp_path / "emb").layer == 1
+    for a, b in zip(fast.history, slow.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=5e-3)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], abs=5e-3)
+    wa, wb, w0 = _weights(tmp_path / "fast"), _weights(tmp_path / "slow"), _quiet_model(labels).state_dict()
+    for name in ("classifier.weight", "backbone.encoder.layers.1.attention.q_proj.weight"):
+        torch.testing.assert_close(wa[name], wb[name], atol=5e-3, rtol=0)
+    assert not torch.equal(wa["backbone.encoder.layers.1.attention.q_proj.weight"],
+                           w0["backbone.encoder.layers.1.attention.q_proj.weight"])
+    torch.testing.assert_close(wa["backbone.encoder.layers.0.attention.q_proj.weight"],
+                               w0["backbone.encoder.layers.0.attention.q_proj.weight"], atol=0, rtol=0)
+
+
+def test_partial_cached_with_views_resumes_to_the_same_result(train_cache, tmp_path):
+    """Interrupted mid-epoch (an exception in a callback) and resumed, a cached partial run with augmented views
+    ends with the weights and history of an uninterrupted run: the views an epoch reads are replayed."""
+    kw = dict(PARTIAL, preset="tiny", fast=True, cached_views=2, save_every=2, embeddings_dir=tmp_path / "emb")
+    whole = train(train_cache, tmp_path / "whole", **kw)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop(info):
+        if info["step"] == 4:  # second epoch (3 steps per epoch), after the state of step 4 was not yet written
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(train_cache, tmp_path / "cut", callbacks=[stop], **kw)
+    resumed = train(train_cache, tmp_path / "cut", resume=True, **kw)
+    assert resumed.resumed_from is not None
+    assert [h["train_loss"] for h in resumed.history] == pytest.approx([h["train_loss"] for h in whole.history],
+                                                                     abs=1e-6)
+    wa, wb = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
+    for name in wa:
+        torch.testing.assert_close(wb[name], wa[name], atol=1e-6, rtol=0)
