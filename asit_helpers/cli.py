@@ -6,6 +6,7 @@
     asit preprocess DATA_DIR --out CACHE [--classes MAPPING] [--json]
     asit train CACHE --out DIR [--preset base|tiny-fb|base-random] [any TrainArgs field as --flag]
     asit evaluate CHECKPOINT CACHE [--json]        asit serve CHECKPOINT       asit env [--json]
+    asit teach BASE EXAMPLES_DIR --out DIR [--background DIR]
 
 Expected failures (no Hub, not a checkpoint, a missing cache, bad input) end with a short explanation from
 :mod:`asit_helpers.messages` and exit code 2; anything else is a bug and keeps its traceback.
@@ -195,6 +196,23 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_teach(args: argparse.Namespace) -> int:
+    from .teach import check_out_dir, teach
+
+    check_out_dir(args.out, args.examples, overwrite=args.overwrite)
+    settings = {k: v for k, v in (("views", args.views), ("steps", args.steps), ("pooling", args.pooling))
+                if v is not None}
+    result = teach(args.base, args.examples, args.background, out=args.out, cross_validation=not args.no_cv,
+                   device=args.device, **settings)
+    if args.json:
+        print(json.dumps({**result.report.to_dict(), "out": str(result.out)}, indent=1))
+        return 0
+    print(result.report.summary())
+    print(f"saved {result.out} (examples.json and teach_report.json beside the model); try: "
+          f"asit predict {result.out} CLIP.wav")
+    return 0
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     from .synth import make_soundscapes
 
@@ -359,6 +377,31 @@ def _add_evaluate(sub) -> None:
     p.set_defaults(func=_cmd_evaluate)
 
 
+def _add_teach(sub) -> None:
+    from .teach import BACKGROUND_FOLDER, TeachSettings
+
+    p = sub.add_parser("teach", help="teach new sounds from a few recordings per class (pooling + head on a frozen "
+                                     "backbone, seconds on a CPU)",
+                       description="Teach the classes in EXAMPLES_DIR/class/clip.wav (2 or more clips per class, "
+                                   "0.5 s and up) on a frozen backbone; background recordings become the "
+                                   "'no event' answer.")
+    p.add_argument("base", help="backbone preset (tiny-fb, base, ...), Hub id, or a trained ASiT checkpoint")
+    p.add_argument("examples", type=Path, help=f"folder of class folders of recordings (a {BACKGROUND_FOLDER}/ "
+                                               "folder there is background)")
+    p.add_argument("--out", type=Path, required=True, help="where the taught checkpoint goes")
+    p.add_argument("--background", type=Path, default=None,
+                   help=f"folder of background recordings (default: EXAMPLES_DIR/{BACKGROUND_FOLDER})")
+    p.add_argument("--views", type=int, default=None,
+                   help=f"augmented views per clip (default {TeachSettings.views}: shifted and mixed with background)")
+    p.add_argument("--steps", type=int, default=None, help=f"training steps (default {TeachSettings.steps})")
+    p.add_argument("--pooling", choices=["attention", "multihead", "mean"], default=None)
+    p.add_argument("--no-cv", action="store_true", help="skip the cross-validated accuracy estimate")
+    p.add_argument("--overwrite", action="store_true", help="replace a checkpoint in --out that teach did not write")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_teach)
+
+
 def _add_synth(sub) -> None:
     p = sub.add_parser("synth", help="generate the synthetic soundscape dataset (22 classes, true event times)")
     p.add_argument("out", type=Path, help="output folder (Category/class/clip.wav + events.csv)")
@@ -418,8 +461,8 @@ def _add_env(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asit", description="ASiT: audio event classification with attention pooling")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_predict, _add_serve, _add_train, _add_evaluate, _add_synth, _add_download, _add_preprocess,
-                _add_demo, _add_env):
+    for add in (_add_predict, _add_serve, _add_train, _add_evaluate, _add_teach, _add_synth, _add_download,
+                _add_preprocess, _add_demo, _add_env):
         add(sub)
     return parser
 
