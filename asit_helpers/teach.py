@@ -4,9 +4,9 @@
     result.model                  # an ordinary AsitForAudioClassification: predict, serve, live, pipeline
     print(result.report.summary())
 
-The backbone stays frozen. Each clip is run through it once (plus a few cheap augmented *views*: a circular
-shift, a mix with the recorded background), and only the pooling and the head train, on those cached frames, in
-a second or two. Clips of any length from 0.5 s up are kept at their own length: in the cache a shorter clip is
+The backbone stays frozen. Each clip is run through it once (plus a cheap augmented *view* of each example: mixed
+with a stretch of the recorded background; a circular shift is the other choice), and only the pooling and the
+head train, on those cached frames, in a few seconds. Clips of any length from 0.5 s up are kept at their own length: in the cache a shorter clip is
 padded with frames its mask marks as padding (the pooling gives them weight 0), never stretched; the backbone
 always sees one clip length at a time, so padding never reaches a mask-less (group-norm) encoder.
 
@@ -22,6 +22,7 @@ seconds) beside it.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -37,7 +38,8 @@ from .audio import SAMPLE_RATE, AudioError, load_audio, window_starts
 from .batches import Augment, augment_clip, colored_noise, equal_length_batches
 from .files import atomic_write_text, json_default
 from .messages import ExpectedError
-from .model import POOLINGS, AsitForAudioClassification, PRESETS as BACKBONE_PRESETS
+from .model import POOLINGS, AsitAttentionPooling, AsitForAudioClassification, AsitMeanPooling
+from .model import PRESETS as BACKBONE_PRESETS
 
 #: The head's output for the recorded background (``config.no_event_label``).
 NO_EVENT = "no event"
@@ -47,7 +49,7 @@ BACKGROUND_FOLDER = "background"
 MIN_CLIP_SECONDS = 0.5
 #: The longest window a taught model uses; longer examples are cut into windows of the model's length.
 MAX_WINDOW_SECONDS = 5.0
-#: The augmented views :func:`teach` can add per clip (``augment=``); ``bench/teach_shots.py`` measures them.
+#: The augmented views :func:`teach` can add per example (``augment=``); ``bench/teach_shots.py`` measures them.
 VIEWS = ("shift", "mix")
 
 
@@ -146,8 +148,8 @@ class TeachSettings:
     """How :func:`teach` trains (defaults measured by ``bench/teach_shots.py``; see bench/README.md)."""
 
     pooling: str = "attention"
-    augment: tuple[str, ...] = VIEWS
-    views: int = 2
+    augment: tuple[str, ...] = ("mix",)
+    views: int = 1
     steps: int = 120
     train_batch: int = 16
     lr: float = 3e-3
@@ -157,6 +159,7 @@ class TeachSettings:
     seed: int = 0
     precision: str = "auto"
     batch_size: int = 8
+    min_clips: int = 2  # the shots curve's 1-example point sets 1; people get the 2-clip rule
 
     def __post_init__(self):
         if self.pooling not in POOLINGS:
@@ -257,15 +260,15 @@ def read_examples(examples: Mapping[str, Iterable] | str | os.PathLike,
     return clips, bg
 
 
-def check_examples(clips: Mapping[str, Sequence[Clip]], background: Sequence[Clip]) -> None:
+def check_examples(clips: Mapping[str, Sequence[Clip]], background: Sequence[Clip], min_clips: int = 2) -> None:
     """Refuse what cannot be taught: a class with fewer than 2 clips, a single class without background, a class
     named like the no-event answer."""
     if not clips:
         raise TeachError("error: no examples: give at least two classes (or one and a background), "
                          "each with two or more recordings (EXAMPLES_DIR/class/clip.wav)")
-    few = [f"{name} ({len(c)})" for name, c in clips.items() if len(c) < 2]
+    few = [f"{name} ({len(c)})" for name, c in clips.items() if len(c) < min_clips]
     if few:
-        raise TeachError(f"error: every class needs at least 2 recordings (8 or more work better); too few: "
+        raise TeachError(f"error: every class needs at least {min_clips} recordings (8 or more work better); too few: "
                          f"{', '.join(few)}")
     if len(clips) == 1 and not background:
         only = next(iter(clips))
@@ -280,29 +283,34 @@ def check_examples(clips: Mapping[str, Sequence[Clip]], background: Sequence[Cli
 
 
 def _base_model(base, labels: list[str], clip_seconds: float, settings: TeachSettings) -> AsitForAudioClassification:
-    """A new head on ``base``: a backbone preset / Hub id, or a trained ASiT checkpoint (its backbone, and its
-    pooling as the starting point when ``start_from_pooling`` and the pooling kinds agree)."""
+    """A new head on ``base``: a backbone preset / Hub id, or a trained ASiT checkpoint or model (a copy of its
+    backbone, and of its pooling as the starting point when ``start_from_pooling`` and the pooling kinds agree)."""
     torch.manual_seed(settings.seed)
-    if isinstance(base, AsitForAudioClassification) or (
-            isinstance(base, (str, os.PathLike)) and (Path(base) / "config.json").is_file()
-            and json.loads((Path(base) / "config.json").read_text()).get("model_type") == "asit"):
-        trained = base if isinstance(base, AsitForAudioClassification) else \
-            AsitForAudioClassification.from_pretrained(str(base))
-        cfg = trained.config
-        pooling = settings.pooling
-        kwargs = dict(num_heads=cfg.num_heads, attention_dim=cfg.attention_dim, attentive_stats=cfg.attentive_stats,
-                      layer_weighted_sum=cfg.layer_weighted_sum, classifier_dropout=cfg.classifier_dropout,
-                      do_normalize=cfg.do_normalize)
-        model = AsitForAudioClassification.from_backbone(cfg.backbone_config, labels=labels, pooling=pooling,
-                                                         clip_seconds=clip_seconds, **kwargs)
-        model.backbone.load_state_dict(trained.backbone.state_dict())
-        if cfg.layer_weighted_sum:
-            model.layer_weights.data.copy_(trained.layer_weights.data)
-        if settings.start_from_pooling and cfg.pooling == pooling and pooling != "mean":
-            model.pooling.load_state_dict(trained.pooling.state_dict())
-        return model.eval()
-    return AsitForAudioClassification.from_backbone(str(base), labels=labels, pooling=settings.pooling,
-                                                    clip_seconds=clip_seconds).eval()
+    trained = base if isinstance(base, AsitForAudioClassification) else None
+    if trained is None and isinstance(base, (str, os.PathLike)) and (Path(base) / "config.json").is_file() \
+            and json.loads((Path(base) / "config.json").read_text()).get("model_type") == "asit":
+        trained = AsitForAudioClassification.from_pretrained(str(base))
+    if trained is None:
+        return AsitForAudioClassification.from_backbone(str(base), labels=labels, pooling=settings.pooling,
+                                                        clip_seconds=clip_seconds).eval()
+    # a copy, not a new model loaded with its weights: building a base-sized backbone from its config means
+    # initialising 95M random weights first (seconds on a CPU) only to overwrite them
+    model = copy.deepcopy(trained).eval()
+    cfg = model.config
+    keep_pooling = settings.start_from_pooling and cfg.pooling == settings.pooling and settings.pooling != "mean"
+    if not keep_pooling:
+        hidden = cfg.backbone_config.hidden_size
+        cfg.pooling = settings.pooling
+        model.pooling = AsitMeanPooling(cfg.attentive_stats) if settings.pooling == "mean" else \
+            AsitAttentionPooling(hidden, cfg.pooling_heads, cfg.attention_dim, cfg.attentive_stats)
+    model.classifier = torch.nn.Linear(model.classifier.in_features if keep_pooling else
+                                       cfg.backbone_config.hidden_size * model.pooling.output_dim_factor, len(labels))
+    cfg.id2label = {i: name for i, name in enumerate(labels)}
+    cfg.label2id = {name: i for i, name in enumerate(labels)}
+    cfg.clip_seconds = clip_seconds
+    if hasattr(cfg, "no_event_label"):
+        del cfg.no_event_label
+    return model
 
 
 def check_base(base) -> None:
@@ -418,7 +426,10 @@ def embed_examples(model, clips, background, labels, settings: TeachSettings,
     background_audio = [c.samples for c in background]
     rng = np.random.default_rng(settings.seed)
     views = settings.views if settings.augment else 0
-    all_pieces = list(pieces) + [_view(p, settings.augment, background_audio, rng) for _ in range(views) for p in pieces]
+    events = [i for i, label in enumerate(label_ids) if labels[label] != NO_EVENT]  # background mixed with
+    # background would be background again: only the examples get views
+    all_pieces = list(pieces) + [_view(pieces[i], settings.augment, background_audio, rng)
+                                 for _ in range(views) for i in events]
     done = [0]
 
     def tick(n):
@@ -428,9 +439,9 @@ def embed_examples(model, clips, background, labels, settings: TeachSettings,
 
     precision = resolve_precision(settings.precision, model.device).precision
     hidden, mask = _encode(model, all_pieces, precision, settings.batch_size, tick)
-    reps = 1 + views
-    return _Items(hidden, mask, np.tile(label_ids, reps), np.tile(groups, reps),
-                  np.repeat(np.arange(reps), len(pieces)))
+    rows = np.concatenate([np.arange(len(pieces))] + [np.asarray(events, dtype=np.int64)] * views)
+    view = np.concatenate([np.zeros(len(pieces), np.int64)] + [np.full(len(events), v + 1) for v in range(views)])
+    return _Items(hidden, mask, np.asarray(label_ids)[rows], np.asarray(groups)[rows], view)
 
 
 # ---- training the pooling and the head on cached frames --------------------------------------------------------
@@ -563,7 +574,7 @@ def teach(
     started = time.perf_counter()
     check_base(base)
     clips, bg = read_examples(examples, background)
-    check_examples(clips, bg)
+    check_examples(clips, bg, opts.min_clips)
     labels = list(clips) + ([NO_EVENT] if bg else [])
     window_s = _window_seconds(clips)
     model = _base_model(base, labels, window_s, opts).to(resolve_device(device))

@@ -785,3 +785,30 @@ def plot_two_events(reports, samples, index: int = 0, sr: int = 16000, *, theme:
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     return fig
+
+
+# ---- teaching (teach.py): how many examples are enough -------------------------------------------------------
+
+SHOTS_COLORS = {"base": "#ff8c00", "random": "#8c8c8c", "mean": "#1f77b4"}
+
+
+def plot_shots_curve(result: dict, *, theme: str = "light"):
+    """Accuracy on unseen clips of newly taught classes against examples per class (``bench/teach_shots.py``'s
+    result): one line per condition (mean ± sd over repeats, log-2 axis), chance dotted."""
+    with _theme(theme):
+        fig, ax = plt.subplots(figsize=(6.4, 3.8), constrained_layout=True)
+        for condition, points in result["curve"].items():
+            shots = [p["shots"] for p in points]
+            mean = np.array([p["accuracy_mean"] for p in points])
+            sd = np.array([p["accuracy_sd"] for p in points])
+            color = SHOTS_COLORS.get(condition)
+            ax.plot(shots, mean, "o-", color=color, label=result.get("conditions", {}).get(condition, condition))
+            ax.fill_between(shots, mean - sd, mean + sd, color=color, alpha=0.15, lw=0)
+        ax.axhline(result["chance"], color="#8c8c8c", ls=":", lw=1.5, label=f"chance ({result['chance']:.2f})")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(shots, [str(s) for s in shots])
+        ax.set(xlabel="examples per class", ylabel="accuracy on unseen clips", ylim=(0, 1.02),
+               title=f"teaching {len(result['held_out'])} new classes: {', '.join(result['held_out'])}")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=7, frameon=False)
+    return fig

@@ -27,6 +27,7 @@ SUITE: dict[str, list[str]] = {
     "latency": ["--quick"],
     "train": ["--quick"],
     "serve": ["--models", "tiny", "base-random", "--requests", "48", "--single", "8"],
+    "teach": [],
 }
 
 

@@ -1,0 +1,276 @@
+"""The notebook's Teach widget: name classes, record (or upload) a few examples of each and some background,
+press Train, then try the taught model.
+
+    from asit_helpers.teach_widget import TeachWidget
+    teacher = TeachWidget("tiny-fb", "outputs/teach")     # base preset or checkpoint; the workspace folder
+    display(teacher)
+
+Every recording is saved as a 16 kHz WAV in the workspace the moment it arrives (``WORKSPACE/class/NNN.wav``,
+background in ``WORKSPACE/background/``), so a kernel restart loses nothing: a new widget on the same folder shows
+the same classes and counts, and Train can be repeated or extended. A deleted recording is moved to
+``WORKSPACE/.deleted/``, not destroyed. The workspace is exactly what ``asit teach BASE WORKSPACE --out DIR``
+reads. Recording uses the same in-browser recorder as the demo widget (:class:`asit_helpers.widgets.Recorder`);
+the Python side (:class:`TeachWorkspace` and the widget's methods) is what the tests call without a browser.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import time
+from pathlib import Path
+
+import ipywidgets as w
+import numpy as np
+import soundfile as sf
+
+from .audio import SAMPLE_RATE, AudioError, load_audio
+from .colab import in_colab
+from .teach import BACKGROUND_FOLDER, MIN_CLIP_SECONDS, NO_EVENT, TeachError, TeachResult, teach
+from .widgets import SILENCE_RMS, Recorder, _uploaded_files
+
+__all__ = ["TeachWorkspace", "TeachWidget"]
+
+_NAME = re.compile(r"^[\w][\w .-]{0,39}$")
+
+
+class TeachWorkspace:
+    """The recordings of a teaching session, on disk: ``root/class/NNN.wav`` and ``root/background/NNN.wav``."""
+
+    def __init__(self, root: str | os.PathLike, max_seconds: float = 30.0):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.max_seconds = max_seconds
+
+    def classes(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_dir() and not p.name.startswith((".", "__")) and p.name != BACKGROUND_FOLDER
+                      and not (p / "config.json").exists())
+
+    def recordings(self, name: str) -> list[Path]:
+        folder = self.root / name
+        return sorted(folder.glob("*.wav")) if folder.is_dir() else []
+
+    def counts(self) -> dict[str, int]:
+        return {name: len(self.recordings(name)) for name in self.classes() + [BACKGROUND_FOLDER]}
+
+    def add_class(self, name: str) -> str:
+        """Create a class folder; the name must be a plain folder name (letters, digits, space, ``_.-``)."""
+        name = (name or "").strip()
+        if not _NAME.match(name) or name in (BACKGROUND_FOLDER, NO_EVENT):
+            raise TeachError(f"error: {name!r} can't be a class name: use letters, digits, spaces, '_', '.', '-' "
+                             f"(40 at most; {BACKGROUND_FOLDER!r} and {NO_EVENT!r} are taken)")
+        (self.root / name).mkdir(exist_ok=True)
+        return name
+
+    def add_recording(self, name: str, data: bytes | np.ndarray, source: str = "recording.wav") -> Path:
+        """Decode (``load_audio``), check, and save one recording of ``name`` (a class or ``"background"``) as
+        the next ``NNN.wav`` (written beside, then renamed: never half a file).
+
+        Raises:
+            TeachError: unreadable, silent, shorter than 0.5 s or longer than ``max_seconds``; or no such class.
+        """
+        if name != BACKGROUND_FOLDER and name not in self.classes():
+            raise TeachError(f"error: no class {name!r}: add it first")
+        try:
+            samples = data if isinstance(data, np.ndarray) else \
+                load_audio(bytes(data), SAMPLE_RATE, max_seconds=self.max_seconds, name=source)
+        except AudioError as exc:
+            raise TeachError(f"error: could not use {exc.source}: {exc.reason}") from None
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        seconds = len(samples) / SAMPLE_RATE
+        if seconds < MIN_CLIP_SECONDS:
+            raise TeachError(f"error: {source} is {seconds:.2f} s long; record at least {MIN_CLIP_SECONDS:g} s")
+        rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+        if rms < SILENCE_RMS:
+            raise TeachError(f"error: no sound in {source}: check that the microphone is connected, not muted and "
+                             "allowed for this page")
+        folder = self.root / name
+        folder.mkdir(exist_ok=True)
+        taken = [int(p.stem) for p in folder.glob("*.wav") if p.stem.isdigit()]
+        path = folder / f"{max(taken, default=0) + 1:03d}.wav"
+        tmp = folder / f".{path.name}.tmp"
+        sf.write(tmp, samples, SAMPLE_RATE, format="WAV", subtype="PCM_16")
+        os.replace(tmp, path)
+        return path
+
+    def delete(self, name: str, file_name: str) -> Path:
+        """Move one recording to ``root/.deleted/`` (kept, in case it was the wrong one)."""
+        path = self.root / name / Path(file_name).name
+        if not path.is_file():
+            raise TeachError(f"error: no recording {file_name!r} in {name!r}")
+        bin_dir = self.root / ".deleted" / name
+        bin_dir.mkdir(parents=True, exist_ok=True)
+        target = bin_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{path.name}"
+        os.replace(path, target)
+        return target
+
+
+class TeachWidget(w.VBox):
+    """Add classes, record or upload examples and background, Train, then try the model.
+
+    Args:
+        base: a backbone preset, a checkpoint directory, or a loaded model; loaded once, when the widget is made.
+        workspace: the folder the recordings are saved in (created; an existing one is picked up as it is).
+        out: where Train saves the taught model (default ``workspace/model``).
+        **settings: passed to :func:`asit_helpers.teach.teach` (``views``, ``steps``, ...).
+
+    Attributes:
+        result: the last :class:`~asit_helpers.teach.TeachResult` (None before the first Train).
+        message_text: the last message shown.
+    """
+
+    def __init__(self, base, workspace: str | os.PathLike = "teach", *, out: str | os.PathLike | None = None,
+                 max_seconds: float = 30.0, **settings):
+        from .model import AsitForAudioClassification, load_model
+
+        self.workspace = TeachWorkspace(workspace, max_seconds=max_seconds)
+        self.out = Path(out) if out is not None else self.workspace.root / "model"
+        self.base = base if isinstance(base, AsitForAudioClassification) else (
+            load_model(base) if (Path(str(base)) / "config.json").is_file()
+            else AsitForAudioClassification.from_backbone(str(base), labels=["?"]).eval())
+        self.base_name = str(base) if not isinstance(base, AsitForAudioClassification) else "the given model"
+        self.settings = settings
+        self.result: TeachResult | None = None
+        self.message_text = ""
+
+        self.new_class = w.Text(placeholder="new class name, e.g. clap", layout=w.Layout(width="220px"))
+        self.add_button = w.Button(description="Add class", icon="plus")
+        self.add_button.on_click(lambda _: self._guard(self.add_class, self.new_class.value))
+        self.target = w.Dropdown(description="Record into", layout=w.Layout(width="260px"))
+        self.recorder = Recorder(max_seconds=max_seconds)
+        self.recorder.on_msg(self._on_recorder_msg)
+        self.upload = w.FileUpload(accept=".wav,.flac,.ogg,.oga,.opus,.mp3,.aif,.aiff,audio/*", multiple=True,
+                                   description="Upload")
+        self.upload.observe(self._on_upload, names="value")
+        self.rows = w.VBox()
+        self.message = w.HTML()
+        self.train_button = w.Button(description="Train", icon="graduation-cap", button_style="primary")
+        self.train_button.on_click(lambda _: self._guard(self.train))
+        self.progress = w.FloatProgress(min=0.0, max=1.0, description="", layout=w.Layout(width="260px"))
+        self.status = w.HTML()
+        self.report = w.HTML()
+        self.try_box = w.VBox()
+        hint = ("In Colab, recording and Upload work; Upload drops files of 1 MB or more there, so use "
+                "<code>teacher.upload_from_colab(\"CLASS\")</code> for big files." if in_colab() else "")
+        header = w.HTML(f"<div><b>Teach ASiT new sounds</b> on {html.escape(self.base_name)} &middot; "
+                        f"recordings saved in <code>{html.escape(str(self.workspace.root))}</code>"
+                        f"{'<br>' + hint if hint else ''}</div>")
+        super().__init__([header, w.HBox([self.new_class, self.add_button]),
+                          w.HBox([self.target, self.recorder, self.upload]), self.rows, self.message,
+                          w.HBox([self.train_button, self.progress, self.status]), self.report, self.try_box])
+        self.refresh()
+
+    # -- what the buttons do (tests call these) -------------------------------------------------------------------
+
+    def add_class(self, name: str) -> str:
+        name = self.workspace.add_class(name)
+        self.new_class.value = ""
+        self.refresh(select=name)
+        self.show_message(f"Class {name!r} added: record or upload 8 or more examples of it.", "info")
+        return name
+
+    def add_bytes(self, target: str, data: bytes, name: str = "recording.wav") -> Path:
+        path = self.workspace.add_recording(target, data, name)
+        self.refresh(select=target)
+        self.show_message(f"Saved {path.relative_to(self.workspace.root).as_posix()}.", "info")
+        return path
+
+    def delete(self, target: str, file_name: str) -> Path:
+        moved = self.workspace.delete(target, file_name)
+        self.refresh(select=target)
+        self.show_message(f"Deleted {target}/{file_name} (kept in {moved.parent.relative_to(self.workspace.root)}).",
+                          "info")
+        return moved
+
+    def train(self) -> TeachResult:
+        """Teach from the workspace as it is now; the progress bar follows embedding and training."""
+        self.train_button.disabled = True
+        started = time.perf_counter()
+        stages = {"embedding": (0.0, 0.8), "training": (0.8, 0.95), "checking": (0.95, 1.0)}
+
+        def progress(stage, fraction):
+            lo, hi = stages.get(stage, (0.0, 1.0))
+            self.progress.value = lo + (hi - lo) * fraction
+            self.status.value = f"{stage}... {time.perf_counter() - started:.1f} s"
+
+        try:
+            self.result = teach(self.base, self.workspace.root, out=self.out, progress=progress, **self.settings)
+        finally:
+            self.train_button.disabled = False
+        r = self.result.report
+        self.progress.value = 1.0
+        self.status.value = f"model ready in {r.seconds_to_model:.1f} s ({r.seconds:.1f} s with the accuracy check)"
+        self.report.value = f"<pre style='font-size:11px'>{html.escape(r.summary())}\nsaved in {self.out}</pre>"
+        self.show_message("")
+        self._show_try(self.result.model)
+        return self.result
+
+    def upload_from_colab(self, target: str) -> list[Path]:
+        """Colab only: pick files with ``google.colab.files.upload`` (no 1 MB limit) and add each to ``target``."""
+        if not in_colab():
+            raise RuntimeError("upload_from_colab works in Google Colab only; use the Upload button elsewhere")
+        from google.colab import files  # type: ignore[import-not-found]
+
+        return [self._guard(self.add_bytes, target, data, name) for name, data in files.upload().items()]
+
+    # -- display ------------------------------------------------------------------------------------------------
+
+    def show_message(self, text: str, kind: str = "error") -> None:
+        self.message_text = text
+        color = "#e8453c" if kind == "error" else "inherit"
+        self.message.value = (f'<div class="asit-message asit-{kind}" style="color:{color}">{html.escape(text)}</div>'
+                              if text else "")
+
+    def refresh(self, select: str | None = None) -> None:
+        """Class rows (name, count, a list of recordings and Delete) and the record target, from the disk."""
+        options = self.workspace.classes() + [BACKGROUND_FOLDER]
+        current = select or self.target.value
+        self.target.options = options
+        self.target.value = current if current in options else options[0]
+        self.rows.children = [self._row(name) for name in options]
+
+    def _row(self, name: str) -> w.HBox:
+        files = [p.name for p in self.workspace.recordings(name)]
+        what = "background (the 'no event' answer)" if name == BACKGROUND_FOLDER else name
+        label = w.HTML(f'<span class="asit-teach-class"><b>{html.escape(what)}</b>: '
+                       f'<span class="asit-count">{len(files)}</span> recording(s)</span>',
+                       layout=w.Layout(width="300px"))
+        pick = w.Dropdown(options=files, layout=w.Layout(width="110px"))
+        delete = w.Button(description="Delete", icon="trash", disabled=not files, layout=w.Layout(width="90px"))
+        delete.on_click(lambda _: pick.value and self._guard(self.delete, name, pick.value))
+        return w.HBox([label, pick, delete])
+
+    def _show_try(self, model) -> None:
+        """Live listening with the taught model where the Listen widget exists, else record-and-classify."""
+        from . import widgets
+
+        listener = getattr(widgets, "Listener", None)
+        self.try_box.children = [listener(model)] if listener is not None else [widgets.AsitDemo(model)]
+
+    # -- callbacks ------------------------------------------------------------------------------------------------
+
+    def _guard(self, fn, *args):
+        try:
+            return fn(*args)
+        except TeachError as exc:
+            self.show_message(str(exc).removeprefix("error: "))
+        except Exception as exc:  # noqa: BLE001 — a UI callback's last line of defence
+            self.show_message(f"{type(exc).__name__}: {exc}")
+        return None
+
+    def _on_recorder_msg(self, _widget, content, buffers) -> None:
+        if not isinstance(content, dict):
+            return
+        if content.get("event") == "error":
+            self.show_message(str(content.get("message") or "The recording failed."))
+        elif content.get("event") == "audio" and buffers:
+            saved = self._guard(self.add_bytes, self.target.value, bytes(buffers[0]),
+                                str(content.get("name") or "recording.wav"))
+            self.recorder.status = ""
+            self.recorder.status = f"Saved into {self.target.value}" if saved else "Not saved (see below)."
+
+    def _on_upload(self, change) -> None:
+        for name, data in _uploaded_files(change["new"]):
+            self._guard(self.add_bytes, self.target.value, data, name)
