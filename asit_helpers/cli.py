@@ -59,7 +59,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             results.append(pred.to_dict(include_weights=not args.no_weights))
         else:
             ranked = ", ".join(f"{name} {p:.2f}" for name, p in pred.top_k)
-            how = f" ({pred.aggregation}-weighted)" if len(pred.windows) > 1 else ""
+            how = f" (aggregation: {pred.aggregation})" if len(pred.windows) > 1 else ""
             print(f"{path}: {pred.label} ({pred.score:.2f})  [{ranked}]  {pred.duration_s:.1f} s, "
                   f"{len(pred.windows)} window(s){how}")
     if args.json:
@@ -263,7 +263,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print("error: `asit demo` runs the notebooks with papermill: pip install 'asit-helpers[test]'", file=sys.stderr)
         return 2
     try:
-        results = run_suite(args.out, notebooks=args.only, smoke=args.smoke)
+        results = run_suite(args.out, notebooks=args.only, smoke=args.smoke, cell_timeout=args.cell_timeout)
     except pm.PapermillExecutionError as exc:
         print(f"error: a notebook failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
               f"the partly executed notebook is in {Path(args.out) / 'notebooks'}", file=sys.stderr)
@@ -448,6 +448,8 @@ def _add_demo(sub) -> None:
     p.add_argument("--out", type=Path, default=Path("outputs"), help="workspace: executed notebooks, figures, data")
     p.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="run these notebooks only (names as in notebooks/)")
     p.add_argument("--smoke", action="store_true", help="seconds-long training (what CI runs)")
+    p.add_argument("--cell-timeout", type=int, default=None, metavar="SECONDS",
+                   help="stop a cell that runs longer (default: no limit; 03's training can take an hour on a slow CPU)")
     p.set_defaults(func=_cmd_demo)
 
 

@@ -285,11 +285,23 @@ class EvalReport:
         return out
 
 
-def _snr_levels(snr: pd.Series) -> pd.Series:
-    """Group SNRs: exact values when there are a few levels (synthetic data), else quartiles."""
+def _snr_levels(snr: pd.Series) -> tuple[np.ndarray, list[tuple[Any, float, float]]]:
+    """Group SNRs: exact values when there are a few levels (synthetic data), else quartiles.
+
+    Returns each clip's level number (0 = the quietest) and per level ``(name, low dB, high dB)``: the value
+    itself for exact levels, else ``"3.1 to 8.0"`` (the quartile's range, rounded to 0.1 dB, or 0.01 dB where that
+    is needed to tell two edges apart)."""
+    values = snr.to_numpy(dtype=float)
     if snr.nunique() <= 8:
-        return snr
-    return pd.qcut(snr, 4, duplicates="drop")  # ordered intervals: the lowest level sorts first
+        levels = np.unique(values)
+        return np.searchsorted(levels, values), [(round(float(v), 2), round(float(v), 2), round(float(v), 2))
+                                                 for v in levels]
+    codes, edges = pd.qcut(snr, 4, labels=False, retbins=True, duplicates="drop")
+    edges[0], edges[-1] = values.min(), values.max()  # qcut widens the lowest edge by 0.1 % of the range
+    digits = 1 if len(np.unique(np.round(edges, 1))) == len(edges) else 2
+    rounded = [round(float(e), digits) for e in edges]
+    names = [(f"{lo:.{digits}f} to {hi:.{digits}f}", lo, hi) for lo, hi in zip(rounded[:-1], rounded[1:])]
+    return np.asarray(codes, dtype=np.int64), names
 
 
 @torch.inference_mode()
@@ -387,72 +399,19 @@ def evaluate(
         cache = AudioCache.open(cache)
     model = load_model(model_or_dir, device=resolve_device(device))
     choice = resolve_precision(precision, model.device)
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    if list(cache.labels) != labels:
-        raise ValueError(
-            f"the model's labels {labels} differ from the cache's {list(cache.labels)}: "
-            "evaluate a model trained on this cache's classes"
-        )
-    indices = np.arange(len(cache)) if split is None else np.asarray(cache.indices(split), dtype=np.int64)
-    if len(indices) == 0:
-        raise ValueError(f"the cache has no clips in split {split!r}")
+    labels = _check_labels(model, cache)
+    indices = _split_indices(cache, split)
     check_min_length(cache, indices, model)
     out = forward_cache(model, cache, indices, batch_size, embeddings, progress, precision=choice.precision)
     probs = torch.softmax(torch.from_numpy(out["logits"]), dim=-1).numpy()
-    y_pred = probs.argmax(axis=1)
     y_true = cache.label_ids()[indices]
-    metrics = classification_metrics(y_true, y_pred, labels)
-
-    clips = cache.manifest.iloc[indices].copy().reset_index(drop=True)
-    clips.insert(0, "index", indices)
-    clips["predicted"] = [labels[i] for i in y_pred]
-    clips["score"] = probs[np.arange(len(indices)), y_pred]
-    clips["true_score"] = probs[np.arange(len(indices)), y_true]
-    clips["correct"] = y_pred == y_true
-
-    onset = clips["event_onset_s"].to_numpy(dtype=float) if "event_onset_s" in clips else np.full(len(clips), np.nan)
-    offset = clips["event_offset_s"].to_numpy(dtype=float) if "event_offset_s" in clips else np.full(len(clips), np.nan)
-    distractors = [parse_spans(v) for v in clips["distractors"]] if "distractors" in clips else None
-    if distractors is not None and not any(distractors):
-        distractors = None
-    if np.isfinite(onset).any() or distractors is not None:
-        loc = localisation_table(cache, indices, out, model.config, onset, offset, distractors)
-        for col in loc.columns:
-            clips[col] = loc[col].to_numpy()
-    else:
-        clips["loc_attention"] = clips["loc_uniform"] = np.nan
-    clips["attention_in_event"] = clips["loc_attention"]
-    clips["attention_chance"] = clips["loc_uniform"]
-
-    per_class = pd.DataFrame.from_dict(metrics["per_class"], orient="index")
-    has_events = clips["attention_in_event"].notna()
-    attn = chance = None
-    if has_events.any():
-        attn = float(clips.loc[has_events, "attention_in_event"].mean())
-        chance = float(clips.loc[has_events, "attention_chance"].mean())
-        grouped = clips[has_events].groupby("label")[["attention_in_event", "attention_chance"]].mean()
-        per_class = per_class.join(grouped)
-
-    by_snr = None
-    if "snr_db" in clips and clips["snr_db"].notna().any():
-        known = clips[clips["snr_db"].notna()].copy()
-        known["snr_level"] = _snr_levels(known["snr_db"])
-        agg = {"n": ("correct", "size"), "accuracy": ("correct", "mean")}
-        if known["attention_in_event"].notna().any():
-            agg["attention_in_event"] = ("attention_in_event", "mean")
-        by_snr = known.groupby("snr_level", sort=True, observed=True).agg(**agg).reset_index()
-        by_snr = by_snr.rename(columns={"snr_level": "snr_db"})
-        if isinstance(by_snr["snr_db"].dtype, pd.CategoricalDtype):
-            by_snr["snr_db"] = by_snr["snr_db"].astype(str)  # "(3.1, 8.12]": JSON-ready, order kept
-
+    metrics = classification_metrics(y_true, probs.argmax(axis=1), labels)
+    clips = _clips_table(cache, indices, probs, y_true, labels)
+    _add_localisation(clips, cache, indices, out, model.config)
+    per_class, attn, chance = _per_class_table(metrics, clips)
     faith = None
     if faithfulness:
-        from tqdm.auto import tqdm
-
-        from .explain import faithfulness_on_cache
-
-        faith = faithfulness_on_cache(model, cache, indices, batch_size=batch_size,
-                                      progress=lambda names: tqdm(names, desc="faithfulness", disable=not progress))
+        faith = _faithfulness(model, cache, indices, batch_size, progress)
     return EvalReport(
         split=str(split),
         labels=labels,
@@ -463,7 +422,7 @@ def evaluate(
         clips=clips,
         attention_in_event=attn,
         attention_chance=chance,
-        by_snr=by_snr,
+        by_snr=accuracy_by_snr(clips),
         weights=out["weights"],
         frame_times=out["frame_times"],
         pooling=model.config.pooling,
@@ -473,6 +432,106 @@ def evaluate(
         localisation=_localisation_summary(clips, "loc_"),
         localisation_on_distractors=_localisation_summary(clips, "distractor_"),
     )
+
+
+# -- evaluate's steps -----------------------------------------------------------------------------------------------
+
+
+def _check_labels(model: AsitForAudioClassification, cache) -> list[str]:
+    """The model's class names in label-id order; they must be the cache's."""
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    if list(cache.labels) != labels:
+        raise ValueError(
+            f"the model's labels {labels} differ from the cache's {list(cache.labels)}: "
+            "evaluate a model trained on this cache's classes"
+        )
+    return labels
+
+
+def _split_indices(cache, split: str | None) -> np.ndarray:
+    indices = np.arange(len(cache)) if split is None else np.asarray(cache.indices(split), dtype=np.int64)
+    if len(indices) == 0:
+        raise ValueError(f"the cache has no clips in split {split!r}")
+    return indices
+
+
+def _clips_table(cache, indices: np.ndarray, probs: np.ndarray, y_true: np.ndarray, labels: list[str]) -> pd.DataFrame:
+    """One row per clip: the manifest's columns, then ``index``, ``predicted``, ``score`` (its probability),
+    ``true_score`` and ``correct``."""
+    y_pred = probs.argmax(axis=1)
+    rows = np.arange(len(indices))
+    clips = cache.manifest.iloc[indices].copy().reset_index(drop=True)
+    clips.insert(0, "index", indices)
+    clips["predicted"] = [labels[i] for i in y_pred]
+    clips["score"] = probs[rows, y_pred]
+    clips["true_score"] = probs[rows, y_true]
+    clips["correct"] = y_pred == y_true
+    return clips
+
+
+def _add_localisation(clips: pd.DataFrame, cache, indices: np.ndarray, out: dict, config) -> None:
+    """Adds each localiser's in-event share (``loc_<name>``), on-distractor share (``distractor_<name>``) and the
+    old names ``attention_in_event`` / ``attention_chance`` to ``clips`` (NaN without event times)."""
+
+    def column(name: str) -> np.ndarray:
+        return clips[name].to_numpy(dtype=float) if name in clips else np.full(len(clips), np.nan)
+
+    onset, offset = column("event_onset_s"), column("event_offset_s")
+    distractors = [parse_spans(v) for v in clips["distractors"]] if "distractors" in clips else None
+    if distractors is not None and not any(distractors):
+        distractors = None
+    if np.isfinite(onset).any() or distractors is not None:
+        loc = localisation_table(cache, indices, out, config, onset, offset, distractors)
+        for col in loc.columns:
+            clips[col] = loc[col].to_numpy()
+    else:
+        clips["loc_attention"] = clips["loc_uniform"] = np.nan
+    clips["attention_in_event"] = clips["loc_attention"]
+    clips["attention_chance"] = clips["loc_uniform"]
+
+
+def _per_class_table(metrics: dict, clips: pd.DataFrame) -> tuple[pd.DataFrame, float | None, float | None]:
+    """Per-class precision/recall/F1/support (plus attention in event and chance, with event times), and the
+    attention and chance shares over all clips that have event times (None without any)."""
+    per_class = pd.DataFrame.from_dict(metrics["per_class"], orient="index")
+    has_events = clips["attention_in_event"].notna()
+    if not has_events.any():
+        return per_class, None, None
+    attn = float(clips.loc[has_events, "attention_in_event"].mean())
+    chance = float(clips.loc[has_events, "attention_chance"].mean())
+    grouped = clips[has_events].groupby("label")[["attention_in_event", "attention_chance"]].mean()
+    return per_class.join(grouped), attn, chance
+
+
+def accuracy_by_snr(clips: pd.DataFrame) -> pd.DataFrame | None:
+    """Accuracy (and attention in event) per SNR level, lowest first; None without ``snr_db``.
+
+    Columns: ``snr_db`` (the level: the value itself when the data has a few exact levels, else a readable
+    quartile such as ``"3.1 to 8.0"``), ``snr_db_low`` / ``snr_db_high`` (its range in dB), ``n``, ``accuracy``
+    and, with event times, ``attention_in_event``.
+    """
+    if "snr_db" not in clips or not clips["snr_db"].notna().any():
+        return None
+    known = clips[clips["snr_db"].notna()].copy()
+    known["snr_level"], names = _snr_levels(known["snr_db"].astype(float))
+    agg = {"n": ("correct", "size"), "accuracy": ("correct", "mean")}
+    if known["attention_in_event"].notna().any():
+        agg["attention_in_event"] = ("attention_in_event", "mean")
+    table = known.groupby("snr_level", sort=True).agg(**agg).reset_index()
+    levels = table.pop("snr_level")
+    table.insert(0, "snr_db", [names[i][0] for i in levels])
+    table.insert(1, "snr_db_low", [names[i][1] for i in levels])
+    table.insert(2, "snr_db_high", [names[i][2] for i in levels])
+    return table
+
+
+def _faithfulness(model, cache, indices, batch_size: int, progress: bool):
+    from tqdm.auto import tqdm
+
+    from .explain import faithfulness_on_cache
+
+    return faithfulness_on_cache(model, cache, indices, batch_size=batch_size,
+                                 progress=lambda names: tqdm(names, desc="faithfulness", disable=not progress))
 
 
 def compare_reports(reports: dict[str, EvalReport]) -> pd.DataFrame:

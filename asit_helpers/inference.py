@@ -5,9 +5,10 @@ clip gets the same answer, the same top-k and the same attention curve wherever 
 
 Audio longer than the model's window (``config.clip_seconds``, 5 s) is cut into equal, half-overlapping windows
 (the last aligned to the end, so no window is padded) and each window is classified. :func:`aggregate_windows`
-then forms the recording's answer from its evidence: a window's weight is its share of the recording's attention
-mass (its unnormalised attention scores), so the windows that hold the event are not outvoted by the many that
-don't, and the attention curve is one softmax over all the recording's frames, each frame placed to the sample.
+then forms the recording's answer from its evidence: each window's share of the recording's attention mass (its
+unnormalised attention scores) says how much evidence it holds, the answer is the window holding the most (so the
+many windows without the event cannot outvote the one with it), and the attention curve is one softmax over all the
+recording's frames, each frame placed to the sample.
 
 Precision: ``precision="auto"`` (the default) asks :func:`asit_helpers.runtime.resolve_precision`, the one resolver
 training, evaluation and serving share: bf16 where the hardware has native bf16 matrix instructions, fp16 on GPUs
@@ -49,6 +50,7 @@ class WindowPrediction:
     score: float
     top_k: list[tuple[str, float]]
     evidence: float = 1.0  # the window's weight in the clip's answer (see aggregate_windows)
+    attention_share: float = 1.0  # its share of the recording's attention mass: how much evidence it holds
 
 
 @dataclass
@@ -80,7 +82,7 @@ class Prediction:
     windows: list[WindowPrediction] = field(default_factory=list)
     source: str = "<array>"
     precision: str = "fp32"
-    aggregation: str = "evidence"
+    aggregation: str = "peak"
 
     def to_dict(self, include_weights: bool = True) -> dict[str, Any]:
         """JSON-ready: the shape the CLI's ``--json`` and the server's ``/predict`` return."""
@@ -101,6 +103,7 @@ class Prediction:
                     "score": round(float(w.score), 6),
                     "top_k": [{"label": n, "score": round(float(p), 6)} for n, p in w.top_k],
                     "evidence": round(float(w.evidence), 6),
+                    "attention_share": round(float(w.attention_share), 6),
                 }
                 for w in self.windows
             ],
@@ -137,8 +140,13 @@ def _as_samples(
 # -- from windows to one answer -------------------------------------------------------------------------------------
 
 #: How :func:`aggregate_windows` can turn a recording's windows into one answer; ``predict`` uses the first.
-#: ``bench/long_recordings.py`` measures them against each other on 40 s recordings (figures in bench/README.md).
+#: ``bench/long_recordings.py`` measures them against each other on 40 s recordings (figures in bench/README.md):
+#: on the offline model "peak" was right wherever any window holding the event was, "evidence" lost recordings
+#: whose many event-free windows together outweighed the one or two with the event.
 AGGREGATIONS = {
+    "peak": "the probabilities of the window holding the most evidence: the largest share of the recording's "
+    "attention mass (softmax over windows of the log-sum-exp of its unnormalised attention scores); windows "
+    "without the event do not vote",
     "evidence": "the mean of the window probabilities, each window weighted by its share of the recording's "
     "attention mass (softmax over windows of the log-sum-exp of its unnormalised attention scores), as if "
     "the pooling attended over the whole recording; windows without the event get little weight",
@@ -155,6 +163,8 @@ class WindowAggregate:
     Attributes:
         probabilities: `(num_labels,)` the recording's class probabilities.
         evidence: `(windows,)` each window's weight in ``probabilities`` (sums to 1).
+        attention_share: `(windows,)` each window's share of the recording's attention mass (sums to 1): how much
+            evidence it holds, whatever ``method`` did with it.
         weights: `(heads, frames)` the stitched attention curve on the recording's frame grid (each head sums to 1).
         frame_times_s: `(frames,)` frame centres in seconds.
         method: the :data:`AGGREGATIONS` key used.
@@ -162,6 +172,7 @@ class WindowAggregate:
 
     probabilities: np.ndarray
     evidence: np.ndarray
+    attention_share: np.ndarray
     weights: np.ndarray
     frame_times_s: np.ndarray
     method: str
@@ -209,7 +220,7 @@ def aggregate_windows(
     starts: Sequence[int],
     n_samples: int,
     model: AsitForAudioClassification,
-    method: str = "evidence",
+    method: str = "peak",
     window_weights: np.ndarray | None = None,
 ) -> WindowAggregate:
     """One answer for a recording cut into equal windows: the one place ``predict`` (and any timeline or live
@@ -228,31 +239,39 @@ def aggregate_windows(
     """
     if method not in AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {list(AGGREGATIONS)}, got {method!r}")
-    cfg = model.config
     total_frames = int(model.backbone._get_feat_extract_output_lengths(torch.tensor([n_samples])).item())
     times = model.frame_times(total_frames).numpy()
-    evidence = _window_evidence(window_scores)
+    attention_share = _window_evidence(window_scores)
     if len(starts) == 1 and window_weights is not None:
         curve = window_weights[0].astype(np.float64)
     else:
-        stitched = _stitch_scores(window_scores, starts, total_frames, cfg.frame_stride)
+        stitched = _stitch_scores(window_scores, starts, total_frames, model.config.frame_stride)
         curve = np.exp(stitched - stitched.max(axis=1, keepdims=True))
         curve /= curve.sum(axis=1, keepdims=True)
-    if method == "mean":
-        share = np.full(len(window_probs), 1.0 / len(window_probs))
-    elif method == "evidence":
-        share = evidence
-    elif method == "top2":
-        best = np.argsort(-window_probs.max(axis=1))[:2]
-        share = np.zeros(len(window_probs))
-        share[best] = 1.0 / len(best)
-    else:  # max: the evidence share of a window is how much of the winning class's peak it holds
+    probs, share = _combine_windows(window_probs.astype(np.float64), attention_share, method)
+    return WindowAggregate(probs, share, attention_share, curve.astype(np.float32), times, method)
+
+
+def _combine_windows(window_probs: np.ndarray, attention_share: np.ndarray, method: str):
+    """``(probabilities, each window's weight in them)`` by ``method`` (see :data:`AGGREGATIONS`)."""
+    n = len(window_probs)
+    if method == "max":  # a window's weight is how much of the winning class's peak it holds
         peak = window_probs.max(axis=0)
         probs = peak / peak.sum()
         top = window_probs[:, int(np.argmax(probs))]
-        return WindowAggregate(probs, top / top.sum(), curve.astype(np.float32), times, method)
-    probs = (share[:, None] * window_probs.astype(np.float64)).sum(axis=0)
-    return WindowAggregate(probs, share, curve.astype(np.float32), times, method)
+        return probs, top / top.sum()
+    if method == "peak":
+        share = np.zeros(n)
+        share[int(np.argmax(attention_share))] = 1.0
+    elif method == "evidence":
+        share = attention_share
+    elif method == "top2":
+        best = np.argsort(-window_probs.max(axis=1))[:2]
+        share = np.zeros(n)
+        share[best] = 1.0 / len(best)
+    else:  # mean
+        share = np.full(n, 1.0 / n)
+    return (share[:, None] * window_probs).sum(axis=0), share
 
 
 # -- precision: the fast path ---------------------------------------------------------------------------------------
@@ -335,7 +354,7 @@ def predict(
     precision: str = "auto",
     forward: Any = None,
     layout: str | None = None,
-    aggregation: str = "evidence",
+    aggregation: str = "peak",
 ) -> Prediction:
     """Classify one clip.
 
@@ -394,7 +413,7 @@ def predict(
     id2label = {int(k): v for k, v in model.config.id2label.items()}
     ranked = _top_k(agg.probabilities, id2label, top_k)
     windows = []
-    for start, p, share in zip(starts, window_probs, agg.evidence):
+    for start, p, share, mass in zip(starts, window_probs, agg.evidence, agg.attention_share):
         w_top = _top_k(p, id2label, top_k)
         windows.append(
             WindowPrediction(
@@ -404,6 +423,7 @@ def predict(
                 score=w_top[0][1],
                 top_k=w_top,
                 evidence=float(share),
+                attention_share=float(mass),
             )
         )
     return Prediction(

@@ -80,7 +80,7 @@ def run_suite(
     notebooks: Sequence[str] | None = None,
     smoke: bool = False,
     parameters: dict | None = None,
-    cell_timeout: int = 900,
+    cell_timeout: int | None = None,
     log: Callable[[str], None] = print,
 ) -> list[dict]:
     """Execute the notebooks headless, in order, offline, sharing one workspace.
@@ -90,7 +90,9 @@ def run_suite(
         notebooks: names from :data:`NOTEBOOKS`, with or without ``.ipynb`` (default: all, in order).
         smoke: cut training to seconds (what CI and the tests run).
         parameters: extra papermill parameters for every notebook (a notebook ignores names it lacks).
-        cell_timeout: seconds one cell may run.
+        cell_timeout: seconds one cell may run (``None``: no limit, the default: 03's training cell takes minutes
+            on a quiet CPU and can take an hour on a slow or busy one, and a demo must not die of that; set one
+            to stop a hung cell, e.g. in CI).
         log: where progress lines go.
 
     Returns:

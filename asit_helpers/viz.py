@@ -427,10 +427,13 @@ def frame_energy_db(pred, samples: np.ndarray, sr: int = 16000) -> np.ndarray:
     return 10 * np.log10(np.maximum(mean_power, 1e-10))
 
 
-def _shade_events(ax, events, theme: str) -> None:
+def _shade_events(ax, events, theme: str, distractors=None) -> None:
     for i, (onset, offset) in enumerate(events or ()):
         ax.axvspan(onset, offset, color="#2ca02c" if theme == "light" else "#5fe35f", alpha=0.18, lw=0,
                    label="true event" if i == 0 else None)
+    for i, (onset, offset) in enumerate(distractors or ()):  # hatched too: readable without colour
+        ax.axvspan(onset, offset, facecolor="#d62728", edgecolor="#d62728", alpha=0.15, lw=0, hatch="//",
+                   label="distractor (not the event)" if i == 0 else None)
 
 
 def _draw_attention(ax, pred, theme: str, head_names=None):
@@ -656,10 +659,14 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def plot_attention_vs_energy(pred, samples: np.ndarray, sr: int = 16000, *, events=None, theme: str = "light"):
+def plot_attention_vs_energy(pred, samples: np.ndarray, sr: int = 16000, *, events=None, distractors=None,
+                             title: str | None = None, theme: str = "light"):
     """Does the model just follow loudness? Left: frame energy and attention over time; right: one dot per frame,
     energy (dBFS) against attention, with the Spearman correlation in the title. A high ρ means attention tracks
-    energy; a model that found the *sound* (not the loudest part) can score well with a modest ρ."""
+    energy; a model that found the *sound* (not the loudest part) can score well with a modest ρ.
+
+    ``events`` (shaded green) and ``distractors`` (hatched red: loud sounds that are not the event, ``asit synth
+    --distractors``) are ``[(onset_s, offset_s), ...]``."""
     energy = frame_energy_db(pred, samples, sr)
     attn = attention_relative(pred).mean(axis=0)
     rho = spearman(energy, attn)
@@ -670,10 +677,12 @@ def plot_attention_vs_energy(pred, samples: np.ndarray, sr: int = 16000, *, even
         ax_t.set_xlabel("time (s)")
         ax_t.set_ylabel("energy (dBFS)")
         twin = _draw_attention(ax_t, pred, theme)
-        _shade_events(ax_t, events, theme)
+        _shade_events(ax_t, events, theme, distractors)
         h1, l1 = ax_t.get_legend_handles_labels()
         h2, l2 = twin.get_legend_handles_labels()
-        ax_t.legend(h1 + h2, l1 + l2, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=3, fontsize=8, frameon=False)
+        ax_t.legend(h1 + h2, l1 + l2, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=4, fontsize=8, frameon=False)
+        if title:
+            fig.suptitle(title, fontsize=10)
         sc = ax_s.scatter(energy, attn, c=pred.frame_times_s, cmap="viridis", s=10)
         ax_s.set_xlabel("frame energy (dBFS)")
         ax_s.set_ylabel("attention (× uniform, mean of heads)")

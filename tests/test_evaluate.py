@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
+
 import matplotlib
 
 matplotlib.use("Agg")
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from asit_helpers.evaluate import classification_metrics, compare_reports, evaluate, event_weight_share
+from asit_helpers.evaluate import (accuracy_by_snr, classification_metrics, compare_reports, evaluate,
+                                 event_weight_share)
 from asit_helpers.inference import predict
 from asit_helpers.model import AsitForAudioClassification
 
@@ -83,9 +87,31 @@ def test_mean_pooling_scores_exactly_chance(train_cache, models):
     snr = attn.clips["snr_db"]
     lowest = attn.clips[snr <= snr.quantile(0.25)]
     assert len(attn.by_snr) == 4 and attn.low_snr_accuracy == pytest.approx(lowest["correct"].mean())
+    for row in attn.to_dict()["accuracy_by_snr"]:  # readable, JSON-ready levels
+        assert re.fullmatch(r"-?\d+\.\d{1,2} to -?\d+\.\d{1,2}", row["snr_db"]), row
     table = compare_reports({"attention": attn, "mean": mean})
     assert list(table.index) == ["attention", "mean"]
     assert table.loc["mean", "pooling"] == "mean" and "low_snr_accuracy" in table
+
+
+def test_snr_levels_read_as_rounded_ranges():
+    """Quartile levels print as "3.1 to 8.0", not pandas' "(3.1390000000000002, 7.99]" (issue 20)."""
+    rng = np.random.default_rng(0)
+    snr = np.round(np.concatenate([[3.14], rng.uniform(3.2, 19.9, 38), [19.93]]), 2)
+    clips = pd.DataFrame({"snr_db": snr, "correct": rng.random(40) < 0.8, "attention_in_event": np.nan})
+    table = accuracy_by_snr(clips)
+    assert list(table.columns) == ["snr_db", "snr_db_low", "snr_db_high", "n", "accuracy"]
+    assert table["snr_db"].iloc[0].startswith("3.1 to ") and table["snr_db"].iloc[-1].endswith(" to 19.9")
+    for name, lo, hi in table[["snr_db", "snr_db_low", "snr_db_high"]].itertuples(index=False):
+        assert name == f"{lo:.1f} to {hi:.1f}" and lo < hi
+    assert table["n"].sum() == 40 and list(table["snr_db_high"].iloc[:-1]) == list(table["snr_db_low"].iloc[1:])
+    lowest = clips[clips["snr_db"] <= np.quantile(snr, 0.25)]
+    assert table["accuracy"].iloc[0] == pytest.approx(lowest["correct"].mean())
+    # a few exact levels (the synthetic sets' fixed SNRs) stay values, lowest first
+    exact = accuracy_by_snr(pd.DataFrame({"snr_db": [10.0, 0.0, 5.0, 0.0], "correct": [True, False, True, True],
+                                          "attention_in_event": np.nan}))
+    assert list(exact["snr_db"]) == [0.0, 5.0, 10.0] and list(exact["n"]) == [2, 1, 1]
+    assert list(exact["snr_db_low"]) == list(exact["snr_db_high"]) == [0.0, 5.0, 10.0]
 
 
 def test_evaluate_agrees_with_predict(train_cache, models):

@@ -39,6 +39,25 @@ def test_unknown_notebook_is_refused(tmp_path):
         suite.run_suite(tmp_path, notebooks=["07_nope"])
 
 
+def test_demo_sets_no_cell_timeout_unless_asked(tmp_path, monkeypatch):
+    """A slow CPU must not kill 03's training cell: `asit demo` runs every cell without a time limit by default
+    (papermill's execution_timeout=None); --cell-timeout sets one."""
+    import papermill as pm
+
+    from asit_helpers.cli import main
+
+    seen = []
+
+    def fake_execute(nb, target, **kwargs):
+        seen.append(kwargs["execution_timeout"])
+        nbformat.write(nb, target)
+
+    monkeypatch.setattr(pm, "execute_notebook", fake_execute)
+    assert main(["demo", "--out", str(tmp_path / "a"), "--only", "01_download_data"]) == 0
+    assert main(["demo", "--out", str(tmp_path / "b"), "--only", "01_download_data", "--cell-timeout", "60"]) == 0
+    assert seen == [None, 60]
+
+
 def _digest(folder: Path) -> dict:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.ipynb"))}
 
