@@ -339,7 +339,9 @@ def plot_confusion(report, *, categories: dict | None = None, theme: str = "ligh
 
 
 def plot_attention_localisation(report, *, theme: str = "light"):
-    """Per class: the share of pooling weight inside the true event window beside the chance share.
+    """Per class: the share of pooling weight inside the true event window beside the chance share and, where the
+    report has them (``report.localisation``), the two loudness detectors scored on the same clips: weights
+    proportional to frame energy, and all weight on the loudest frame.
 
     Args:
         report: an ``EvalReport`` evaluated on data with event times (synthetic soundscapes).
@@ -348,17 +350,31 @@ def plot_attention_localisation(report, *, theme: str = "light"):
     if "attention_in_event" not in per_class or per_class["attention_in_event"].isna().all():
         raise ValueError("this report has no event times: attention localisation needs synthetic soundscapes")
     pc = per_class.dropna(subset=["attention_in_event"]).sort_values("attention_in_event")
+    loc = getattr(report, "localisation", None)
     y = np.arange(len(pc))
+    title = f"share of weight in the event: attention {report.attention_in_event:.2f}"
     with _theme(theme):
-        fig, ax = plt.subplots(figsize=(7, 0.28 * len(pc) + 1.6), constrained_layout=True)
-        ax.barh(y, pc["attention_in_event"], color="#ff8c00", label="pooling weight inside the event")
+        fig, ax = plt.subplots(figsize=(7, 0.28 * len(pc) + 1.8), constrained_layout=True)
+        ax.barh(y, pc["attention_in_event"], color="#ff8c00", label="attention")
+        if loc is not None:  # the same score for weightings that know nothing of the classes
+            for name, marker, color, label in (("energy", "D", "#6b6b6b", "energy"),
+                                               ("loudest_frame", "x", "#000000" if theme == "light" else "#ffffff",
+                                                "loudest frame")):
+                values = [loc["per_class"].get(c, {}).get(name, np.nan) for c in pc.index]
+                ax.scatter(values, y, marker=marker, s=28, color=color, zorder=3, label=label)
+                title += f", {label} {loc[name]:.2f}"
         ax.scatter(pc["attention_chance"], y, marker="|", s=160, color="#00a0d0", zorder=3,
                    label="chance (event duration / clip)")
         ax.set_yticks(y, pc.index, fontsize=8)
-        ax.set(xlim=(0, 1), xlabel="share of pooling weight inside the true event window",
-               title=f"attention localisation: {report.attention_in_event:.2f} vs chance {report.attention_chance:.2f}")
+        ax.set(xlim=(0, 1.02), xlabel="share of weight inside the true event window",
+               title=f"{title}, chance {report.attention_chance:.2f}")
+        ax.title.set_fontsize(9)
         # below the axes: inside, it would sit on the bars
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8, frameon=False)
+        handles, labels = ax.get_legend_handles_labels()
+        first = labels.index("attention")  # the bars first, then the baselines
+        order = [first] + [i for i in range(len(labels)) if i != first]
+        ax.legend([handles[i] for i in order], [labels[i] for i in order], loc="upper center",
+                  bbox_to_anchor=(0.5, -0.09), ncol=4, fontsize=8, frameon=False)
         ax.grid(axis="x", alpha=0.3)
     return fig
 

@@ -7,7 +7,8 @@ the script reports:
 - clip-label accuracy (``Prediction.label`` against the class);
 - the share of recordings whose stitched attention curve (``Prediction.weights``, mean over heads) peaks inside the
   true event window, and the chance level of that (event duration / recording duration, averaged);
-- how often the windows that contain the whole event are classified correctly (the windows themselves are fine);
+- how often the windows that contain the whole event are classified correctly, and in how many recordings at least
+  one of them is (the ceiling of any aggregation of these windows);
 - where the code has them (``inference.AGGREGATIONS``), every aggregation option on the same recordings.
 
 It runs against whichever ``asit_helpers`` ``PYTHONPATH`` (or the installed package) provides, and prints which, so
@@ -70,6 +71,8 @@ def summary(rows: list[dict], seconds: float) -> dict:
         "curve_share_in_event": round(float(np.mean([r["curve_in_event"] for r in rows])), 4),
         "chance_share": round(float(np.mean([(r["offset_s"] - r["onset_s"]) / seconds for r in rows])), 4),
         "event_windows_correct": f"{sum(r['event_windows_correct'] for r in rows)}/{sum(r['event_windows'] for r in rows)}",
+        # the ceiling of any aggregation of these windows: recordings where some window holding the event is right
+        "any_event_window_correct": sum(r["event_windows_correct"] > 0 for r in rows),
         "other_windows_mean_top1": round(float(np.mean([r["other_windows_mean_top1"] for r in rows])), 4),
     }
 
@@ -111,7 +114,8 @@ def main() -> None:
         mark = " (predict's default)" if name == default else ""
         print(f"{name:>9}{mark}: label {s['label_correct']}/{s['recordings']}, curve peak in event "
               f"{s['peak_in_event']}/{s['recordings']}, curve share in event {s['curve_share_in_event']} "
-              f"(chance {s['chance_share']}), windows holding the event correct {s['event_windows_correct']}, "
+              f"(chance {s['chance_share']}), windows holding the event correct {s['event_windows_correct']} "
+              f"(recordings with one right: {s['any_event_window_correct']}/{s['recordings']}), "
               f"other windows' mean top-1 {s['other_windows_mean_top1']}")
     path = write_json(RESULTS / f"long_recordings_{args.tag}.json", result)
     print(f"saved {path}")

@@ -179,3 +179,8 @@ def test_training_and_evaluation_plots(train_cache, models):
     bars = fig.axes[0].patches
     assert len(bars) == 4
     assert sorted(b.get_width() for b in bars) == pytest.approx(sorted(report.per_class["attention_in_event"]))
+    # beside each bar the loudness detectors on the same clips (issue 17): energy and loudest frame, per class
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend[:3] == ["attention", "energy", "loudest frame"]
+    energy = fig.axes[0].collections[0].get_offsets()[:, 0]
+    assert sorted(energy) == pytest.approx(sorted(v["energy"] for v in report.localisation["per_class"].values()))
