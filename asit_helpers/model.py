@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import (
@@ -63,6 +64,29 @@ TINY_BACKBONE = dict(
 #: CPU it learns in minutes what the 7-layer front end (10-sample kernels: no frequency selectivity in the first
 #: layer, 16,000 steps per 5 s clip at full width) needs far more steps and ~4x the compute per step for.
 TINY_FB_BACKBONE = dict(TINY_BACKBONE, conv_dim=(64, 64), conv_kernel=(400, 3), conv_stride=(160, 2))
+
+def init_filterbank(weight: torch.Tensor, sample_rate: int, low_hz: float = 60.0) -> None:
+    """Initialise a first conv layer ``(channels, 1, kernel)`` as a mel-spaced Gabor filterbank, in place.
+
+    Half the channels are cosine and half sine filters at the same centre frequencies (quadrature pairs, so the
+    next layer can form a band's energy whatever the phase), each Hann-windowed over the whole kernel and scaled
+    like PyTorch's default init. Why: a randomly initialised 400-tap kernel starts with no frequency selectivity,
+    and on a few hundred clips the model spends most of its steps (and overfits) learning what a filterbank, the
+    classic front end (LEAF, SincNet), gives from the first step; the filters stay trainable.
+    """
+    channels, _, kernel = weight.shape
+    pairs = (channels + 1) // 2
+    mel = lambda hz: 2595.0 * np.log10(1.0 + hz / 700.0)  # noqa: E731
+    centres_mel = np.linspace(mel(low_hz), mel(0.45 * sample_rate), pairs)
+    centres_hz = 700.0 * (10.0 ** (centres_mel / 2595.0) - 1.0)
+    t = (np.arange(kernel) - (kernel - 1) / 2) / sample_rate
+    window = np.hanning(kernel)
+    filters = [window * np.cos(2 * np.pi * f * t) for f in centres_hz] + [window * np.sin(2 * np.pi * f * t) for f in centres_hz]
+    bank = np.stack(filters[:pairs] + filters[pairs:])[:channels]
+    bank /= np.linalg.norm(bank, axis=1, keepdims=True) + 1e-8
+    with torch.no_grad():
+        weight.copy_(torch.from_numpy(bank * np.sqrt(2.0)).to(weight.dtype).reshape(weight.shape))
+
 
 #: Names ``from_backbone`` understands besides a Hub id, a local directory or a config object.
 PRESETS = {
@@ -361,6 +385,8 @@ class AsitForAudioClassification(AsitPreTrainedModel):
         model = cls(config)
         if pretrained is not None:
             _load_pretrained_backbone(model.backbone, pretrained)
+        elif name_or_config == "tiny-fb":
+            init_filterbank(model.backbone.feature_extractor.conv_layers[0].conv.weight, config.sampling_rate)
         return model
 
     def feature_extractor(self) -> Wav2Vec2FeatureExtractor:

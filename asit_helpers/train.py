@@ -206,7 +206,7 @@ PRESETS: dict[str, Preset] = {
         "tiny-fb", "a small random-initialised wav2vec2 with a learnable 25 ms filterbank front end: needs no "
         "download and trains from scratch on a CPU in minutes (the offline preset)",
         recipe=dict(mode="full", freeze_feature_encoder=False, epochs=60, batch_size=16, grad_accum=1,
-                    lr_head=5e-3, lr_backbone=5e-3)),
+                    lr_head=5e-3, lr_backbone=5e-3, mixup_alpha=0.2)),
     "base-random": Preset(
         "base-random", "wav2vec2-base's size with random weights: for speed measurements only (it does not learn "
         "in a CPU budget; asit train refuses it)", recipe=dict(freeze_feature_encoder=False), measurement_only=True),

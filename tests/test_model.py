@@ -153,3 +153,23 @@ def test_from_backbone_needs_labels_and_known_pooling():
         AsitForAudioClassification.from_backbone("tiny")
     with pytest.raises(ValueError, match="pooling"):
         AsitForAudioClassification.from_backbone("tiny", labels=LABELS, pooling="max")
+
+
+def test_tiny_fb_front_end_starts_as_a_mel_spaced_filterbank(tmp_path):
+    model = AsitForAudioClassification.from_backbone("tiny-fb", labels=LABELS)
+    weight = model.backbone.feature_extractor.conv_layers[0].conv.weight.detach()[:, 0].numpy()  # (64, 400)
+    # each kernel's strongest frequency: the cosine half rises with the channel index (mel spacing), and each sine
+    # filter shares its cosine partner's centre
+    spectrum = np.abs(np.fft.rfft(weight, n=4096, axis=1))
+    peak_hz = spectrum.argmax(axis=1) * 16000 / 4096
+    half = weight.shape[0] // 2
+    assert np.all(np.diff(peak_hz[:half]) > 0) and 40 < peak_hz[0] < 150 and 6500 < peak_hz[half - 1] < 7300
+    assert np.allclose(peak_hz[:half], peak_hz[half:], atol=16000 / 4096 * 2)
+    assert np.allclose(np.linalg.norm(weight, axis=1), np.sqrt(2.0), rtol=1e-4)
+    # a trained checkpoint keeps its own filters: the initialisation is for new models only
+    with torch.no_grad():
+        model.backbone.feature_extractor.conv_layers[0].conv.weight.mul_(0.5)
+    model.save_pretrained(tmp_path)
+    reloaded = AsitForAudioClassification.from_pretrained(tmp_path)
+    assert torch.equal(reloaded.backbone.feature_extractor.conv_layers[0].conv.weight,
+                       model.backbone.feature_extractor.conv_layers[0].conv.weight)
