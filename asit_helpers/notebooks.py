@@ -75,6 +75,7 @@ NOTEBOOKS = (
     "04_evaluate.ipynb",
     "05_attention.ipynb",
     "06_demo_widget.ipynb",
+    "07_teach.ipynb",
 )
 #: Cells with this tag need a person (a credential upload, a file picker) and are skipped when run headless.
 SKIP_TAG = "skip-ci"

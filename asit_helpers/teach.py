@@ -120,7 +120,7 @@ class TeachReport:
                          f"the answer {self.no_event_label!r}")
         else:
             lines.append("no background recorded: the model always names one of the classes")
-        lines.append(f"window {self.clip_seconds:g} s; views per clip: clean"
+        lines.append(f"window {self.clip_seconds:g} s; versions of each example: clean"
                      + "".join(f" + {v}" for v in self.views))
         if self.cv_accuracy is None:
             lines.append("cross-validated accuracy: not estimated (a class has fewer than 2 clips)")

@@ -274,3 +274,24 @@ class TeachWidget(w.VBox):
     def _on_upload(self, change) -> None:
         for name, data in _uploaded_files(change["new"]):
             self._guard(self.add_bytes, self.target.value, data, name)
+
+
+def synthetic_recordings(workspace: TeachWorkspace, classes: tuple[str, ...] = ("frog", "warbler"), per_class: int = 8,
+                         seconds: float = 1.5, background_s: float = 20.0, seed: int = 0) -> dict[str, int]:
+    """Stand-in recordings for a run without a person (CI, a headless lesson): ``per_class`` synthetic clips of
+    ``seconds`` per class (the event inside) and ``background_s`` of synthetic room noise, saved into the
+    workspace as any recording is. Classes that already hold ``per_class`` recordings are left as they are."""
+    from .synth import BACKGROUNDS, SYNTH_CLASSES, clip_seed, render_clip
+
+    index = {c.name: i for i, c in enumerate(SYNTH_CLASSES)}
+    for name in classes:
+        workspace.add_class(name)
+        for i in range(len(workspace.recordings(name)), per_class):
+            audio, _ = render_clip(name, clip_seed(seed + 100, index[name], i), seconds=seconds)
+            workspace.add_recording(name, audio, f"{name} (synthetic)")
+    if not workspace.recordings(BACKGROUND_FOLDER):
+        rng = np.random.default_rng(seed)
+        room = BACKGROUNDS["room"](rng, int(background_s * SAMPLE_RATE))
+        workspace.add_recording(BACKGROUND_FOLDER, (room * 0.3 / np.abs(room).max()).astype(np.float32),
+                                "room noise (synthetic)")
+    return workspace.counts()

@@ -821,7 +821,7 @@ def plot_shots_curve(result: dict, *, theme: str = "light"):
     """Accuracy on unseen clips of newly taught classes against examples per class (``bench/teach_shots.py``'s
     result): one line per condition (mean ± sd over repeats, log-2 axis), chance dotted."""
     with _theme(theme):
-        fig, ax = plt.subplots(figsize=(6.4, 3.8), constrained_layout=True)
+        fig, ax = plt.subplots(figsize=(6.4, 4.6), constrained_layout=True)
         for condition, points in result["curve"].items():
             shots = [p["shots"] for p in points]
             mean = np.array([p["accuracy_mean"] for p in points])
@@ -835,5 +835,6 @@ def plot_shots_curve(result: dict, *, theme: str = "light"):
         ax.set(xlabel="examples per class", ylabel="accuracy on unseen clips", ylim=(0, 1.02),
                title=f"teaching {len(result['held_out'])} new classes: {', '.join(result['held_out'])}")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=7, frameon=False)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=7.5, frameon=False)  # below: the
+        # curves use the whole height
     return fig

@@ -33,6 +33,8 @@ from _common import RESULTS, machine_info, write_json  # noqa: E402
 #: One class per category that the base model never hears.
 HELD_OUT = ("frog", "warbler", "car_horn", "wind")
 CLIP_S = 1.5
+#: The copy notebook 07 reads (package data).
+PACKAGED = Path(__file__).resolve().parents[1] / "asit_helpers" / "results" / "teach_shots.json"
 BACKGROUND_S = 20.0
 
 
@@ -78,8 +80,10 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     result = run_curve(base, args)
     result["seconds"] = round(time.perf_counter() - started, 1)
-    write_json(RESULTS / "teach_shots.json", {"machine": machine_info(), "command_args": vars(args) | {
-        "work": str(args.work), "png": str(args.png)}, **result})
+    saved = {"machine": machine_info(), "command_args": vars(args) | {"work": str(args.work), "png": str(args.png)},
+             **result}
+    write_json(RESULTS / "teach_shots.json", saved)
+    write_json(PACKAGED, saved)  # what notebook 07 plots (the package has no bench/ folder in Colab)
     if args.png:
         from asit_helpers.viz import plot_shots_curve, save_figure
 

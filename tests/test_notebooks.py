@@ -24,7 +24,7 @@ def _tagged(nb, tag):
 
 def test_the_suite_is_every_notebook_in_order():
     assert sorted(p.name for p in NB_DIR.glob("*.ipynb")) == list(nbmod.NOTEBOOKS)
-    assert [n[:2] for n in nbmod.NOTEBOOKS] == ["01", "02", "03", "04", "05", "06"]
+    assert [n[:2] for n in nbmod.NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07"]
 
 
 @pytest.mark.parametrize("name", nbmod.NOTEBOOKS)
