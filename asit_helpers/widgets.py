@@ -1,5 +1,5 @@
 """The notebook demo widget: record (in the browser) or upload a clip → top-k predictions, playback, and the
-model's attention over the waveform.
+model's attention over the waveform; or listen continuously, with the web page's scrolling timeline.
 
     from IPython.display import display
     from asit_helpers.widgets import AsitDemo
@@ -12,8 +12,12 @@ Two halves:
   same ``recorder.js`` the web page uses (``asit_helpers/static/recorder.js``), converts the clip to 16 kHz
   mono WAV there, and sends the bytes to Python in a custom message. It runs wherever anywidget runs: JupyterLab,
   Notebook 7, VS Code and Colab (anywidget enables Colab's custom widget manager itself).
-* :class:`AsitDemo` — the whole widget: the recorder, an upload button, and the result area (an audio player,
-  the top-k table and the attention plot). Its Python logic is the plain method :meth:`AsitDemo.classify_bytes`
+* :class:`Listener` — an anywidget that streams the microphone (16 kHz float32 chunks, at most one in flight) to
+  the kernel, where :class:`asit_helpers.live.ListenSession` classifies the newest window every hop, and draws the
+  answers with the web page's own timeline and attention code (the same ``recorder.js``). No HTTP server: the
+  chunks travel as the widget's custom messages.
+* :class:`AsitDemo` — the whole widget: the recorder, an upload button, the listener, and the result area (an
+  audio player, the top-k table and the attention plot). Its Python logic is the plain method :meth:`AsitDemo.classify_bytes`
   (bytes → :func:`~asit_helpers.audio.load_audio` → :func:`~asit_helpers.inference.predict` → display), which
   tests call without a browser.
 
@@ -24,6 +28,8 @@ from __future__ import annotations
 
 import html
 import io
+import json
+from collections import deque
 from importlib import resources
 from pathlib import Path
 
@@ -38,7 +44,7 @@ from .colab import in_colab
 from .inference import Prediction, predict
 from .model import AsitForAudioClassification, load_model
 
-__all__ = ["Recorder", "AsitDemo", "SILENCE_RMS"]
+__all__ = ["Recorder", "Listener", "AsitDemo", "SILENCE_RMS", "COLAB_LISTEN_NOTE"]
 
 #: A clip whose RMS is below this (-60 dBFS) counts as silence: a muted or disconnected microphone records
 #: digital zeros or a faint hiss, and classifying that would show a confident-looking label for nothing.
@@ -49,9 +55,9 @@ def _asset(name: str) -> str:
     return resources.files("asit_helpers").joinpath(name).read_text(encoding="utf-8")
 
 
-def _esm() -> str:
-    """recorder.js (shared with the web page) followed by the widget's view: one ES module."""
-    return _asset("static/recorder.js") + "\n\n" + _asset("widget/recorder_widget.js")
+def _esm(view: str = "widget/recorder_widget.js") -> str:
+    """recorder.js (shared with the web page) followed by one of the widget's views: one ES module."""
+    return _asset("static/recorder.js") + "\n\n" + _asset(view)
 
 
 class Recorder(anywidget.AnyWidget):
@@ -67,6 +73,103 @@ class Recorder(anywidget.AnyWidget):
     max_seconds = traitlets.Float(30.0).tag(sync=True)
     #: A line Python can show under the buttons.
     status = traitlets.Unicode("").tag(sync=True)
+
+
+#: What Listen can and cannot do in Colab (shown in the widget there; the README says the same).
+COLAB_LISTEN_NOTE = (
+    "In Colab, Listen sends the microphone to this kernel through Colab's widget channel, which runs through "
+    "Google's servers: expect fewer updates per second than on a local notebook, and if the output frame is not "
+    "allowed the microphone, only the message below appears. The web page, "
+    "<code>serve_in_notebook(checkpoint)</code> in a new tab, listens through Colab's port proxy instead."
+)
+
+
+class Listener(anywidget.AnyWidget):
+    """Listen / Stop and the live timeline; the kernel side of each chunk is :meth:`handle_message`.
+
+    Args:
+        model: a loaded :class:`AsitForAudioClassification`.
+        hop_s: audio between updates (seconds). top_k: classes ranked in each update.
+        keep: how many updates :attr:`updates` keeps (the oldest go first).
+
+    Attributes:
+        session: the :class:`~asit_helpers.live.ListenSession` while listening, else ``None``.
+        updates: the latest updates (dicts, the live API's keys), oldest first.
+        message: the last error the view reported (refused or lost microphone, a refused chunk), or ``""``.
+    """
+
+    _esm = _esm("widget/listen_widget.js")
+    _css = _asset("widget/listen_widget.css")
+    #: The AudioWorklet module's text (capture-worklet.js): the view loads it from a blob: URL.
+    worklet_source = traitlets.Unicode(_asset("static/capture-worklet.js")).tag(sync=True)
+
+    def __init__(self, model: AsitForAudioClassification, *, hop_s: float = 0.5, top_k: int = 5, keep: int = 600,
+                 on_error=None, **kwargs):
+        super().__init__(**kwargs)
+        self.model = model
+        self.hop_s = hop_s
+        self.top_k = top_k
+        self.session = None
+        self.updates: deque[dict] = deque(maxlen=keep)
+        self.message = ""
+        self._on_error = on_error
+        self.on_msg(self._on_msg)
+
+    def handle_message(self, content: dict, buffers=()) -> dict | None:
+        """One message from the view; returns the reply sent back (``None`` for none)."""
+        from .live import ChunkError, ListenSession
+
+        event = content.get("event") if isinstance(content, dict) else None
+        if event == "error":
+            self.message = str(content.get("message") or "Listening failed.")
+            if self._on_error:
+                self._on_error(self.message)
+            return None
+        reply: dict = {"reply": content.get("id"), "ok": True}
+        if event == "listen-open":
+            self.session = ListenSession(self.model, hop_s=self.hop_s, top_k=self.top_k, realtime=True)
+            self.message = ""
+            reply["body"] = self.session.describe()
+        elif event == "listen-audio":
+            if self.session is None:
+                reply.update(ok=False, error="this listening session has ended; click Listen again", ended=True)
+            elif not buffers:
+                reply.update(ok=False, error="a chunk arrived without audio data", ended=False)
+            else:
+                try:
+                    updates = self.session.feed_bytes(bytes(buffers[0]), content.get("seq"))
+                except ChunkError as exc:
+                    ended = getattr(exc, "status", 422) != 409
+                    if ended:
+                        self.session = None
+                    reply.update(ok=False, error=str(exc), ended=ended)
+                else:
+                    self.updates.extend(updates)
+                    reply["body"] = {**self.session.stats(), "updates": updates, "busy": False}
+        elif event == "listen-close":
+            reply["body"] = {**(self.session.stats() if self.session else {}), "ended": True}
+            self.session = None
+        else:
+            return None
+        return json.loads(json.dumps(reply, default=_jsonable))  # numpy scalars → plain JSON for the comm
+
+    def _on_msg(self, _widget, content, buffers) -> None:
+        try:
+            reply = self.handle_message(content, buffers)
+        except Exception as exc:  # noqa: BLE001 — a callback's exception would vanish into the kernel log
+            reply = {"reply": content.get("id") if isinstance(content, dict) else None, "ok": False, "ended": True,
+                     "error": f"the kernel failed on this chunk ({type(exc).__name__}: {exc})"}
+            self.session = None
+        if reply is not None:
+            self.send(reply)
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
 
 
 def _wav_bytes(samples: np.ndarray, sr: int = SAMPLE_RATE) -> bytes:
@@ -137,6 +240,9 @@ class AsitDemo(w.VBox):
 
         self.recorder = Recorder(max_seconds=max_seconds)
         self.recorder.on_msg(self._on_recorder_msg)
+        #: Listen mode: the microphone, continuously, with the timeline (see :class:`Listener`)
+        self.listener = Listener(self.model, top_k=top_k,
+                                 on_error=lambda text: self.show_message(text))
         self.upload = w.FileUpload(
             accept=".wav,.flac,.ogg,.oga,.opus,.mp3,.aif,.aiff,audio/*", multiple=False, description="Upload"
         )
@@ -150,14 +256,14 @@ class AsitDemo(w.VBox):
         hint = ""
         if in_colab():
             hint = ("In Colab this Upload button drops files of 1 MB or more: for those run "
-                    "<code>demo.upload_from_colab()</code> in a cell.")
+                    "<code>demo.upload_from_colab()</code> in a cell.<br>" + COLAB_LISTEN_NOTE)
         labels = ", ".join(self.model.config.id2label[i] for i in sorted(self.model.config.id2label))
         header = w.HTML(
             f"<div><b>ASiT demo</b> &middot; {len(self.model.config.id2label)} classes: {html.escape(labels)}"
             f"{'<br>' + hint if hint else ''}</div>"
         )
         super().__init__([header, w.HBox([self.recorder, self.upload]), self.message, self.batch, self.player,
-                          self.result, self.plot])
+                          self.result, self.plot, self.listener])
         self.add_class("asit-demo")
 
     # -- messages ----------------------------------------------------------------------------------------------
