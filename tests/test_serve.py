@@ -79,7 +79,12 @@ def test_page_and_its_assets_are_served_without_any_external_url(client):
         assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", text), text[:200]
         assert not re.search(r"""import[^;]*?from\s*["']https?://""", text)
     assert "prefers-color-scheme: dark" in texts[-1]
-    assert 'import { startRecording, toWav16kMono } from "./recorder.js"' in texts[1]
+    # one shared browser module (the widget uses the same file): the page imports recording and listening from it
+    imported = re.search(r'import \{([^}]*)\} from "\./recorder\.js"', texts[1])
+    assert imported and {"startRecording", "toWav16kMono", "startListening", "Timeline"} <= {
+        name.strip() for name in imported.group(1).split(",")}
+    worklet = client.get("/static/capture-worklet.js")  # the AudioWorklet module Listen loads (CSP: same origin)
+    assert worklet.status_code == 200 and "registerProcessor" in worklet.get_data(as_text=True)
 
 
 def test_static_route_serves_only_known_asset_types(client):
