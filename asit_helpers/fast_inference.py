@@ -24,6 +24,9 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+#: the widest conv window (k·C_in) whose group norm is folded into per-clip weights (wav2vec2's first layer: 10)
+FOLD_MAX_WINDOW = 64
+
 
 class MatmulConvLayer(nn.Module):
     """One wav2vec2 conv layer (conv → optional group/layer norm → activation) on time-major activations.
@@ -55,6 +58,8 @@ class MatmulConvLayer(nn.Module):
         # each output frame reads k consecutive time-major frames: one contiguous run of k·C values
         windows = x.as_strided((batch, t_out, self.kernel * channels),
                                (x.stride(0), self.stride * channels, 1))
+        if self.norm_kind == "group" and windows.shape[-1] <= FOLD_MAX_WINDOW:
+            return self.activation(self._conv_group_norm_folded(windows))
         out = torch.matmul(windows.to(self.weight.dtype), self.weight)
         if self.bias is not None:
             out = out + self.bias
@@ -67,6 +72,29 @@ class MatmulConvLayer(nn.Module):
             out = nn.functional.layer_norm(out.float(), self.norm.normalized_shape, self.norm.weight,
                                            self.norm.bias, self.norm.eps)
         return self.activation(out)
+
+    def _conv_group_norm_folded(self, windows: torch.Tensor) -> torch.Tensor:
+        """Convolution + per-channel group norm as ONE product with per-clip weights. The conv is linear in its
+        windows, so each channel's mean and variance over time follow from the windows' mean ``m`` and covariance
+        ``S`` (k·C_in x k·C_in: 10 x 10 for wav2vec2's first layer): ``mean = m·w + b``, ``var = wᵀ S w``; the
+        normalised output is ``windows @ (w·scale) + (β - m·w·scale)`` with ``scale = γ / sqrt(var + eps)``
+        (the conv bias cancels). Statistics in float64; it saves the three passes over the wide (T, C_out)
+        output that computing them there costs (measured: the largest single item of the front end)."""
+        windows = windows.to(self.weight.dtype)
+        w64 = windows.double()
+        mean_in = w64.mean(dim=1)  # (B, K)
+        cov = w64.transpose(1, 2) @ w64 / w64.shape[1] - mean_in[:, :, None] * mean_in[:, None, :]  # (B, K, K)
+        weight = self.weight.double()  # (K, C)
+        var = ((cov @ weight) * weight).sum(dim=1)  # (B, C)
+        scale = torch.rsqrt(var + self.norm.eps)
+        if self.norm.weight is not None:
+            scale = scale * self.norm.weight.double()
+        shift = -(mean_in @ weight) * scale
+        if self.norm.bias is not None:
+            shift = shift + self.norm.bias.double()
+        folded = (weight[None] * scale[:, None, :]).to(windows.dtype)  # (B, K, C)
+        shift = shift.to(windows.dtype)  # (B, C)
+        return torch.baddbmm(shift[:, None, :], windows, folded)
 
 
 class MatmulFeatureEncoder(nn.Module):
