@@ -51,6 +51,10 @@ class MatmulConvLayer(nn.Module):
             raise ValueError("only per-channel group norm (wav2vec2's) is rearranged")
         self.norm = copy.deepcopy(norm).float() if norm is not None else None
         self.activation = layer.activation
+        # bf16 layers without a norm (wav2vec2-base's layers 1-6): product and GELU as one oneDNN call
+        self.fused = self.norm_kind is None and dtype == torch.bfloat16 and _is_exact_gelu(self.activation)
+        if self.fused:
+            self.register_buffer("weight_nk", self.weight.t().contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, frames, channels = x.shape
@@ -60,6 +64,8 @@ class MatmulConvLayer(nn.Module):
                                (x.stride(0), self.stride * channels, 1))
         if self.norm_kind == "group" and windows.shape[-1] <= FOLD_MAX_WINDOW:
             return self.activation(self._conv_group_norm_folded(windows))
+        if self.fused:
+            return _linear(windows, self.weight_nk, self.bias, gelu=True)
         out = torch.matmul(windows.to(self.weight.dtype), self.weight)
         if self.bias is not None:
             out = out + self.bias
@@ -144,7 +150,79 @@ class FoldedPositionalConv(nn.Module):
             return self.activation(out).transpose(1, 2)
 
 
-def _rearrange(backbone: nn.Module, dtype: torch.dtype) -> None:
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool = False) -> torch.Tensor:
+    """``x @ weight.T + bias`` (then exact GELU), in ``weight``'s dtype. bf16 goes to oneDNN's inner product with
+    the bias and the GELU fused (one pass over the output instead of three; the GELU is applied to the float32
+    accumulator, so there is one bf16 rounding instead of two); other dtypes to ``F.linear``."""
+    x = x.to(weight.dtype)
+    if weight.dtype == torch.bfloat16 and _ONEDNN_LINEAR:
+        flat = x.reshape(-1, x.shape[-1])
+        out = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "gelu" if gelu else "none", [],
+                                                 "none" if gelu else "")
+        return out.view(*x.shape[:-1], weight.shape[0])
+    out = nn.functional.linear(x, weight, bias)
+    return nn.functional.gelu(out) if gelu else out
+
+
+_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def _is_exact_gelu(act) -> bool:
+    """``nn.GELU()`` or transformers' ``GELUActivation`` on ``F.gelu`` (not the tanh/quick/python variants)."""
+    if isinstance(act, nn.GELU):
+        return act.approximate == "none"
+    return type(act).__name__ == "GELUActivation" and getattr(act, "act", None) is nn.functional.gelu
+
+
+class FusedEncoderLayer(nn.Module):
+    """One wav2vec2 transformer layer (post-norm, or pre-norm for "stable layer norm" encoders) for inference:
+    the query, key and value projections as ONE product, bias and GELU fused into the products, the residual
+    stream and the layer norms in float32, attention through SDPA on ``dtype`` activations. Same inputs and
+    output as the original layer (hidden states `(B, T, D)`, the encoder's attention mask)."""
+
+    def __init__(self, layer: nn.Module, dtype: torch.dtype, pre_norm: bool):
+        super().__init__()
+        attn, ff = layer.attention, layer.feed_forward
+        if getattr(layer, "adapter_layer", None) is not None or getattr(ff, "intermediate_act_fn", None) is None:
+            raise ValueError("only plain wav2vec2 layers are fused")
+        if not _is_exact_gelu(ff.intermediate_act_fn):
+            raise ValueError("only exact-GELU feed-forward layers are fused")
+        self.pre_norm, self.heads, self.scaling = pre_norm, int(attn.num_heads), float(attn.scaling)
+        cast = lambda t: t.detach().to(dtype).contiguous()  # noqa: E731
+        self.register_buffer("w_qkv", cast(torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])))
+        self.register_buffer("b_qkv", cast(torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias])))
+        self.register_buffer("w_out", cast(attn.out_proj.weight))
+        self.register_buffer("b_out", cast(attn.out_proj.bias))
+        self.register_buffer("w_up", cast(ff.intermediate_dense.weight))
+        self.register_buffer("b_up", cast(ff.intermediate_dense.bias))
+        self.register_buffer("w_down", cast(ff.output_dense.weight))
+        self.register_buffer("b_down", cast(ff.output_dense.bias))
+        self.layer_norm = copy.deepcopy(layer.layer_norm).float()
+        self.final_layer_norm = copy.deepcopy(layer.final_layer_norm).float()
+
+    def _attention(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        batch, frames, width = hidden.shape
+        qkv = _linear(hidden, self.w_qkv, self.b_qkv).view(batch, frames, 3, self.heads, width // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, T, head_dim)
+        if mask is not None and mask.dtype != torch.bool:
+            mask = mask.to(q.dtype)
+        out = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling)
+        return _linear(out.transpose(1, 2).reshape(batch, frames, width), self.w_out, self.b_out)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **_) -> torch.Tensor:
+        with torch.autocast(hidden_states.device.type, enabled=False):
+            hidden = hidden_states.float()
+            if self.pre_norm:
+                hidden = hidden + self._attention(self.layer_norm(hidden), attention_mask).float()
+                ff_in = self.final_layer_norm(hidden)
+                return hidden + _linear(_linear(ff_in, self.w_up, self.b_up, gelu=True), self.w_down,
+                                        self.b_down).float()
+            hidden = self.layer_norm(hidden + self._attention(hidden, attention_mask).float())
+            ff = _linear(_linear(hidden, self.w_up, self.b_up, gelu=True), self.w_down, self.b_down).float()
+            return self.final_layer_norm(hidden + ff)
+
+
+def _rearrange(backbone: nn.Module, dtype: torch.dtype, fuse_layers: bool = True) -> None:
     """Swap the front end and the positional conv of a wav2vec2-family backbone for the fast versions, in place;
     a part that does not have the expected shape is left as it is."""
     front = getattr(backbone, "feature_extractor", None)
@@ -154,6 +232,13 @@ def _rearrange(backbone: nn.Module, dtype: torch.dtype) -> None:
         except (ValueError, AttributeError):
             pass
     encoder = getattr(backbone, "encoder", None)
+    layers = getattr(encoder, "layers", None)
+    if fuse_layers and isinstance(layers, nn.ModuleList) and getattr(backbone.config, "model_type", "") in ("wav2vec2", "hubert"):
+        try:
+            pre_norm = bool(backbone.config.do_stable_layer_norm)
+            encoder.layers = nn.ModuleList(FusedEncoderLayer(layer, dtype, pre_norm) for layer in layers)
+        except (ValueError, AttributeError):
+            pass
     pos = getattr(encoder, "pos_conv_embed", None)
     if pos is not None and hasattr(pos, "conv") and isinstance(pos.conv, nn.Conv1d):
         try:
@@ -162,17 +247,19 @@ def _rearrange(backbone: nn.Module, dtype: torch.dtype) -> None:
             pass
 
 
-def build_fast_copy(model: nn.Module, rearrange: bool = True, dtype: torch.dtype = torch.bfloat16) -> nn.Module:
+def build_fast_copy(model: nn.Module, rearrange: bool = True, dtype: torch.dtype = torch.bfloat16,
+                    fuse_layers: bool = True) -> nn.Module:
     """A copy of ``model`` in eval mode, frozen, with ``dtype`` linear weights and (``rearrange``) the conv front
     end and positional conv as matrix products. Run its ``encode`` under ``torch.autocast("cpu", dtype)``.
 
     ``rearrange=False`` is the previous fast path (bf16 weights only; the weight-normed positional conv keeps its
-    float32 parameters), kept for ``bench/latency.py``; ``dtype=torch.float32`` checks the rearrangement alone.
+    float32 parameters), kept for ``bench/latency.py``; ``dtype=torch.float32`` checks the rearrangement alone;
+    ``fuse_layers=False`` keeps the original transformer layers (run under autocast), also for the benchmark.
     """
     with torch.inference_mode(False), torch.no_grad():
         fast = copy.deepcopy(model).eval().requires_grad_(False)
         if rearrange:
-            _rearrange(fast.backbone, dtype)
+            _rearrange(fast.backbone, dtype, fuse_layers)
         for module in fast.backbone.modules():
             if isinstance(module, (nn.Linear, nn.Conv1d)) and not parametrize.is_parametrized(module):
                 module.to(dtype)

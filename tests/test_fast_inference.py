@@ -11,7 +11,7 @@ import torch
 from transformers import Wav2Vec2Config
 
 from asit_helpers import AsitForAudioClassification
-from asit_helpers.fast_inference import MatmulFeatureEncoder, FoldedPositionalConv, build_fast_copy
+from asit_helpers.fast_inference import FoldedPositionalConv, FusedEncoderLayer, MatmulFeatureEncoder, build_fast_copy
 from asit_helpers.inference import bf16_copy, classify_batch
 from asit_helpers.model import TINY_BACKBONE, TINY_FB_BACKBONE
 
@@ -39,6 +39,7 @@ def test_float32_rearrangement_is_exact(backbone):
     copy32 = build_fast_copy(model, dtype=torch.float32)
     assert isinstance(copy32.backbone.feature_extractor, MatmulFeatureEncoder)
     assert isinstance(copy32.backbone.encoder.pos_conv_embed, FoldedPositionalConv)
+    assert all(isinstance(layer, FusedEncoderLayer) for layer in copy32.backbone.encoder.layers)
     with torch.inference_mode():
         ref_front = model.backbone.feature_extractor(x)
         front = copy32.backbone.feature_extractor(x)

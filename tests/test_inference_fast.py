@@ -95,7 +95,7 @@ def test_bf16_copy_is_cached_and_follows_weight_changes(tiny_checkpoint):
     assert bf16_copy(model) is first  # no re-cast per call
     assert not any(p.requires_grad for p in first.parameters())
     # matrix and conv weights in bf16 (nearly all the compute); norm layers stay fp32 for accuracy
-    assert first.backbone.encoder.layers[0].feed_forward.intermediate_dense.weight.dtype == torch.bfloat16
+    assert first.backbone.encoder.layers[0].w_up.dtype == torch.bfloat16  # the fused layer's feed-forward
     # the front end as matrix products: the wide layers in bf16, the first (one channel, 10 taps) in fp32
     assert first.backbone.feature_extractor.conv_layers[1].weight.dtype == torch.bfloat16
     assert first.backbone.feature_extractor.conv_layers[0].weight.dtype == torch.float32
