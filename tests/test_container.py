@@ -76,9 +76,10 @@ def test_serving_modules_import_only_the_serving_requirements():
     err = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, cwd=ROOT,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True).stderr
     assert "asit_helpers.serve" in err  # the report is there to read
-    imported_by_asit = sorted({heavy.split(".")[0] for heavy, importer in _importers(err) if heavy.split(".")[0] in HEAVY
-                               and importer.split(".")[0] == "asit_helpers"})
-    assert imported_by_asit == [], f"ASiT's serving modules import {imported_by_asit}: add them to deploy/requirements-serve.txt"
+    imported_by_asit = sorted({module.split(".")[0] for module, importer in _importers(err)
+                               if module.split(".")[0] in HEAVY and importer.split(".")[0] == "asit_helpers"})
+    assert imported_by_asit == [], (f"ASiT's serving modules import {imported_by_asit}: "
+                                    "add them to deploy/requirements-serve.txt")
 
 
 def _importers(importtime_report: str) -> list[tuple[str, str]]:
