@@ -306,6 +306,10 @@ def create_app(
     _add_headers(app, [cors_origins] if isinstance(cors_origins, str) else list(cors_origins or []))
     _add_page(app, served)
     _add_api(app, served)
+    from .teach_routes import add_teach_routes  # the page's Teach panel: per-session teaching on this backbone
+
+    add_teach_routes(app, model, error=_error,
+                     predictor_kwargs=dict(max_seconds=max_seconds, precision=served.precision.precision))
     return app
 
 

@@ -17,95 +17,18 @@ from __future__ import annotations
 
 import html
 import os
-import re
 import time
 from pathlib import Path
 
 import ipywidgets as w
 import numpy as np
-import soundfile as sf
 
-from .audio import SAMPLE_RATE, AudioError, load_audio
+from .audio import SAMPLE_RATE
 from .colab import in_colab
-from .teach import BACKGROUND_FOLDER, MIN_CLIP_SECONDS, NO_EVENT, TeachError, TeachResult, teach
-from .widgets import SILENCE_RMS, Recorder, _uploaded_files
+from .teach import BACKGROUND_FOLDER, TeachError, TeachResult, TeachWorkspace, teach
+from .widgets import Recorder, _uploaded_files
 
 __all__ = ["TeachWorkspace", "TeachWidget"]
-
-_NAME = re.compile(r"^[\w][\w .-]{0,39}$")
-
-
-class TeachWorkspace:
-    """The recordings of a teaching session, on disk: ``root/class/NNN.wav`` and ``root/background/NNN.wav``."""
-
-    def __init__(self, root: str | os.PathLike, max_seconds: float = 30.0):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.max_seconds = max_seconds
-
-    def classes(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir()
-                      if p.is_dir() and not p.name.startswith((".", "__")) and p.name != BACKGROUND_FOLDER
-                      and not (p / "config.json").exists())
-
-    def recordings(self, name: str) -> list[Path]:
-        folder = self.root / name
-        return sorted(folder.glob("*.wav")) if folder.is_dir() else []
-
-    def counts(self) -> dict[str, int]:
-        return {name: len(self.recordings(name)) for name in self.classes() + [BACKGROUND_FOLDER]}
-
-    def add_class(self, name: str) -> str:
-        """Create a class folder; the name must be a plain folder name (letters, digits, space, ``_.-``)."""
-        name = (name or "").strip()
-        if not _NAME.match(name) or name in (BACKGROUND_FOLDER, NO_EVENT):
-            raise TeachError(f"error: {name!r} can't be a class name: use letters, digits, spaces, '_', '.', '-' "
-                             f"(40 at most; {BACKGROUND_FOLDER!r} and {NO_EVENT!r} are taken)")
-        (self.root / name).mkdir(exist_ok=True)
-        return name
-
-    def add_recording(self, name: str, data: bytes | np.ndarray, source: str = "recording.wav") -> Path:
-        """Decode (``load_audio``), check, and save one recording of ``name`` (a class or ``"background"``) as
-        the next ``NNN.wav`` (written beside, then renamed: never half a file).
-
-        Raises:
-            TeachError: unreadable, silent, shorter than 0.5 s or longer than ``max_seconds``; or no such class.
-        """
-        if name != BACKGROUND_FOLDER and name not in self.classes():
-            raise TeachError(f"error: no class {name!r}: add it first")
-        try:
-            samples = data if isinstance(data, np.ndarray) else \
-                load_audio(bytes(data), SAMPLE_RATE, max_seconds=self.max_seconds, name=source)
-        except AudioError as exc:
-            raise TeachError(f"error: could not use {exc.source}: {exc.reason}") from None
-        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
-        seconds = len(samples) / SAMPLE_RATE
-        if seconds < MIN_CLIP_SECONDS:
-            raise TeachError(f"error: {source} is {seconds:.2f} s long; record at least {MIN_CLIP_SECONDS:g} s")
-        rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
-        if rms < SILENCE_RMS:
-            raise TeachError(f"error: no sound in {source}: check that the microphone is connected, not muted and "
-                             "allowed for this page")
-        folder = self.root / name
-        folder.mkdir(exist_ok=True)
-        taken = [int(p.stem) for p in folder.glob("*.wav") if p.stem.isdigit()]
-        path = folder / f"{max(taken, default=0) + 1:03d}.wav"
-        tmp = folder / f".{path.name}.tmp"
-        sf.write(tmp, samples, SAMPLE_RATE, format="WAV", subtype="PCM_16")
-        os.replace(tmp, path)
-        return path
-
-    def delete(self, name: str, file_name: str) -> Path:
-        """Move one recording to ``root/.deleted/`` (kept, in case it was the wrong one)."""
-        path = self.root / name / Path(file_name).name
-        if not path.is_file():
-            raise TeachError(f"error: no recording {file_name!r} in {name!r}")
-        bin_dir = self.root / ".deleted" / name
-        bin_dir.mkdir(parents=True, exist_ok=True)
-        target = bin_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{path.name}"
-        os.replace(path, target)
-        return target
-
 
 class TeachWidget(w.VBox):
     """Add classes, record or upload examples and background, Train, then try the model.

@@ -96,7 +96,7 @@ def main(argv=None) -> int:
 
 CONDITIONS = {
     "base": "trained tiny-fb backbone, attention pooling (started from the base model's)",
-    "random": "the same tiny-fb architecture with random weights, attention pooling",
+    "random": "untrained tiny-fb (Gabor-filterbank front end, the rest random), attention pooling",
     "mean": "trained tiny-fb backbone, mean pooling",
 }
 

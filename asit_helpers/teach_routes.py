@@ -1,0 +1,223 @@
+"""The page's Teach panel, server side: per-session teaching on the served model's backbone (``/teach`` routes).
+
+    POST   /teach                          → 201 {session, limits, classes: {}, ...}   (429 at the session cap)
+    GET    /teach/<id>                     → the session: recordings per class, background, the last report
+    POST   /teach/<id>/classes             {"name": "clap"} → 201
+    POST   /teach/<id>/clips/<class>       body: audio (any format load_audio reads; "background" for background)
+    DELETE /teach/<id>/clips/<class>/<file>
+    POST   /teach/<id>/train               → {report, labels}: the taught model is served at once for this session
+    POST   /teach/<id>/predict             body: audio → the taught model's prediction (as /predict)
+    DELETE /teach/<id>                     → ends the session (its recordings and model stay on disk)
+
+Each session has its own workspace folder (``TeachWorkspace``: the recordings as WAV, the taught model in
+``model/``), bounded like live listening: at most ``max_sessions`` at once, ``max_clips`` recordings per class,
+``max_classes`` classes, idle sessions expire after ``expires_s``; one Train runs at a time on the server (another
+gets 429 and tries again), so teaching never starves ``/predict`` of more than one core's worth of work at once.
+Sessions live in this process: behind a load balancer, a class's students stay on one replica (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, jsonify, request
+
+from .audio import AudioError
+from .teach import BACKGROUND_FOLDER, NO_EVENT, TeachError, TeachWorkspace, teach
+
+
+@dataclass
+class TeachLimits:
+    max_sessions: int = 4
+    max_classes: int = 8
+    max_clips: int = 30
+    max_clip_seconds: float = 30.0
+    expires_s: float = 15 * 60.0
+
+
+@dataclass
+class _Session:
+    id: str
+    workspace: TeachWorkspace
+    model: Any = None
+    report: dict | None = None
+    seen: float = field(default_factory=time.monotonic)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def describe(self) -> dict:
+        counts = self.workspace.counts()
+        return {"session": self.id, "classes": {k: v for k, v in counts.items() if k != BACKGROUND_FOLDER},
+                "background": counts.get(BACKGROUND_FOLDER, 0),
+                "recordings": {k: [p.name for p in self.workspace.recordings(k)] for k in counts},
+                "trained": self.model is not None, "report": self.report, "no_event_label": NO_EVENT,
+                "labels": [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+                if self.model is not None else []}
+
+
+class TeachSessions:
+    """The capped registry of teaching sessions (one folder each under ``root``)."""
+
+    def __init__(self, base, root: str | Path | None = None, limits: TeachLimits | None = None, **settings):
+        self.base = base
+        self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="asit-teach-"))
+        self.limits = limits or TeachLimits()
+        self.settings = settings
+        self.sessions: dict[str, _Session] = {}
+        self.lock = threading.Lock()
+        self.training = threading.Lock()
+
+    def open(self) -> _Session | None:
+        with self.lock:
+            self.expire()
+            if len(self.sessions) >= self.limits.max_sessions:
+                return None
+            sid = secrets.token_urlsafe(12)
+            session = _Session(sid, TeachWorkspace(self.root / sid, max_seconds=self.limits.max_clip_seconds))
+            self.sessions[sid] = session
+            return session
+
+    def get(self, sid: str) -> _Session | None:
+        with self.lock:
+            self.expire()
+            session = self.sessions.get(sid)
+            if session is not None:
+                session.seen = time.monotonic()
+            return session
+
+    def close(self, sid: str) -> _Session | None:
+        with self.lock:
+            return self.sessions.pop(sid, None)
+
+    def expire(self) -> None:
+        now = time.monotonic()
+        for sid in [s for s, v in self.sessions.items() if now - v.seen > self.limits.expires_s]:
+            del self.sessions[sid]
+
+    def train(self, session: _Session) -> dict:
+        """Teach from the session's recordings; raises TeachError (bad input) or BlockingIOError (busy)."""
+        if not self.training.acquire(blocking=False):
+            raise BlockingIOError("another session is training right now: try again in a few seconds")
+        try:
+            ws = session.workspace
+            examples = {name: ws.recordings(name) for name in ws.classes() if ws.recordings(name)}
+            result = teach(self.base, examples, ws.recordings(BACKGROUND_FOLDER), out=ws.root / "model",
+                           **self.settings)
+        finally:
+            self.training.release()
+        session.model, session.report = result.model, result.report.to_dict()
+        return session.report
+
+
+def add_teach_routes(app: Flask, base, *, error, predictor_kwargs: dict, root=None,
+                     limits: TeachLimits | None = None, **settings) -> TeachSessions:
+    """Register the ``/teach`` routes on ``app``; ``error(status, message)`` is the app's JSON error answer."""
+    from .inference import predict
+
+    sessions = TeachSessions(base, root, limits, **settings)
+    app.config["ASIT_TEACH"] = sessions
+
+    def session_or_404(sid):
+        session = sessions.get(sid)
+        return session, (None if session is not None else error(404, f"no teaching session {sid!r} (ended or "
+                                                                      "expired): start a new one"))
+
+    @app.post("/teach")
+    def teach_open():
+        session = sessions.open()
+        if session is None:
+            return error(429, f"{sessions.limits.max_sessions} teaching sessions are open already: try again when "
+                              "one ends")
+        body = session.describe() | {"limits": vars(sessions.limits)}
+        return jsonify(body), 201
+
+    @app.get("/teach/<sid>")
+    def teach_state(sid):
+        session, failed = session_or_404(sid)
+        return failed or jsonify(session.describe())
+
+    @app.delete("/teach/<sid>")
+    def teach_close(sid):
+        session = sessions.close(sid)
+        return error(404, f"no teaching session {sid!r}") if session is None else jsonify({"session": sid, "ended": True})
+
+    @app.post("/teach/<sid>/classes")
+    def teach_add_class(sid):
+        session, failed = session_or_404(sid)
+        if failed:
+            return failed
+        name = str((request.get_json(silent=True) or {}).get("name") or request.args.get("name") or "")
+        if len(session.workspace.classes()) >= sessions.limits.max_classes and name not in session.workspace.classes():
+            return error(422, f"at most {sessions.limits.max_classes} classes per session")
+        try:
+            session.workspace.add_class(name)
+        except TeachError as exc:
+            return error(422, str(exc).removeprefix("error: "))
+        return jsonify(session.describe()), 201
+
+    @app.post("/teach/<sid>/clips/<name>")
+    def teach_add_clip(sid, name):
+        session, failed = session_or_404(sid)
+        if failed:
+            return failed
+        data = request.files["file"].read() if "file" in request.files else request.get_data()
+        if not data:
+            return error(400, "no audio: send the recording as the request body or a 'file' form field")
+        if len(session.workspace.recordings(name)) >= sessions.limits.max_clips:
+            return error(422, f"{name} has {sessions.limits.max_clips} recordings already (the most per class)")
+        try:
+            with session.lock:
+                path = session.workspace.add_recording(name, data, request.args.get("filename") or "recording.wav")
+        except TeachError as exc:
+            return error(422, str(exc).removeprefix("error: "))
+        return jsonify(session.describe() | {"saved": path.name}), 201
+
+    @app.delete("/teach/<sid>/clips/<name>/<file_name>")
+    def teach_delete_clip(sid, name, file_name):
+        session, failed = session_or_404(sid)
+        if failed:
+            return failed
+        try:
+            session.workspace.delete(name, file_name)
+        except TeachError as exc:
+            return error(404, str(exc).removeprefix("error: "))
+        return jsonify(session.describe())
+
+    @app.post("/teach/<sid>/train")
+    def teach_train(sid):
+        session, failed = session_or_404(sid)
+        if failed:
+            return failed
+        try:
+            with session.lock:
+                sessions.train(session)
+        except TeachError as exc:
+            return error(422, str(exc).removeprefix("error: "))
+        except BlockingIOError as exc:
+            return error(429, str(exc))
+        return jsonify(session.describe())
+
+    @app.post("/teach/<sid>/predict")
+    def teach_predict(sid):
+        session, failed = session_or_404(sid)
+        if failed:
+            return failed
+        if session.model is None:
+            return error(409, "nothing taught yet in this session: press Train first")
+        data = request.files["file"].read() if "file" in request.files else request.get_data()
+        if not data:
+            return error(400, "no audio: send the recording as the request body or a 'file' form field")
+        try:
+            pred = predict(session.model, data, **predictor_kwargs)
+        except AudioError as exc:
+            return error(422, str(exc))
+        body = pred.to_dict()
+        body["no_event"] = pred.label == NO_EVENT or bool(body.get("no_event"))
+        return jsonify(body)
+
+    return sessions
