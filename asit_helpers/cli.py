@@ -7,6 +7,7 @@
     asit train CACHE --out DIR [--preset base|tiny-fb|base-random] [any TrainArgs field as --flag]
     asit evaluate CHECKPOINT CACHE [--json]        asit serve CHECKPOINT       asit env [--json]
     asit teach BASE EXAMPLES_DIR --out DIR [--background DIR]
+    asit timeline CHECKPOINT FILE [--hop S] [--csv OUT] [--png OUT]
 
 Expected failures (no Hub, not a checkpoint, a missing cache, bad input) end with a short explanation from
 :mod:`asit_helpers.messages` and exit code 2; anything else is a bug and keeps its traceback.
@@ -62,6 +63,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             how = f" (aggregation: {pred.aggregation})" if len(pred.windows) > 1 else ""
             print(f"{path}: {pred.label} ({pred.score:.2f})  [{ranked}]  {pred.duration_s:.1f} s, "
                   f"{len(pred.windows)} window(s){how}")
+            if pred.no_event:
+                print(f"  {pred.no_event_reason}: {pred.label} is only the model's guess")
     if args.json:
         print(json.dumps(results[0] if len(results) == 1 else results, indent=1))
     return 1 if failures else 0
@@ -72,7 +75,31 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     serve(_checkpoint(args.checkpoint), host=args.host, port=args.port, threads=args.threads, max_upload_mb=args.max_upload_mb,
           max_seconds=args.max_seconds, cors_origins=args.cors_origin or None, batching=args.batching,
-          device=args.device, precision=args.precision)
+          device=args.device, precision=args.precision, max_listeners=args.max_listeners)
+    return 0
+
+
+def _cmd_timeline(args: argparse.Namespace) -> int:
+    from .audio import load_audio
+    from .live import plot_timeline, save_timeline_csv, timeline, timeline_segments
+    from .model import load_model
+
+    model = load_model(_checkpoint(args.checkpoint))
+    samples = load_audio(args.file, max_seconds=args.max_seconds)
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    updates = timeline(model, samples, hop_s=args.hop, precision=args.precision)
+    if not updates:
+        raise AudioError(str(args.file), f"shorter than one hop ({args.hop:g} s): nothing to draw")
+    for start, end, what in timeline_segments(updates):
+        print(f"{start:7.2f}-{end:7.2f} s  {what}")
+    if args.csv:
+        print(f"timeline ({len(updates)} hops of {args.hop:g} s) written to {save_timeline_csv(updates, labels, args.csv)}")
+    if args.png:
+        from .viz import save_figure
+
+        save_figure(plot_timeline(updates, labels, samples, title=f"{Path(args.file).name}: {args.hop:g} s hops"),
+                    args.png)
+        print(f"figure written to {args.png}")
     return 0
 
 
@@ -336,6 +363,7 @@ def _add_serve(sub) -> None:
                    help="concurrency: a lock around the model or a micro-batching queue (auto: micro on a GPU, "
                         "lock on a CPU)")
     p.add_argument("--device", default=None, help="torch device for the model, e.g. cuda (default: cpu)")
+    p.add_argument("--max-listeners", type=int, default=4, help="concurrent live-listening sessions (more get 429)")
     _add_precision(p)
     p.set_defaults(func=_cmd_serve)
     defaults_from_environment(p, prefix="ASIT_")
@@ -460,11 +488,23 @@ def _add_env(sub) -> None:
     p.set_defaults(func=_cmd_env)
 
 
+def _add_timeline(sub) -> None:
+    p = sub.add_parser("timeline", help="which class when: classify a recording hop by hop, as live listening does")
+    p.add_argument("checkpoint", type=Path, help="checkpoint directory (save_pretrained format)")
+    p.add_argument("file", type=Path, help="audio file (wav, flac, ogg, mp3)")
+    p.add_argument("--hop", type=float, default=0.5, metavar="S", help="seconds between updates (default 0.5)")
+    p.add_argument("--csv", type=Path, default=None, metavar="OUT", help="write one row per hop (every class's probability)")
+    p.add_argument("--png", type=Path, default=None, metavar="OUT", help="draw the timeline (waveform + class rows)")
+    p.add_argument("--max-seconds", type=float, default=1800.0, help="refuse longer files (default 1800)")
+    _add_precision(p)
+    p.set_defaults(func=_cmd_timeline)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asit", description="ASiT: audio event classification with attention pooling")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_predict, _add_serve, _add_train, _add_evaluate, _add_teach, _add_synth, _add_download,
-                _add_preprocess, _add_demo, _add_env):
+                _add_preprocess, _add_demo, _add_env, _add_timeline):
         add(sub)
     return parser
 

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .activity import Activity, judge
 from .audio import SAMPLE_RATE, AudioError, AudioSource, load_audio, resample, to_mono, too_short_reason, window_starts
 from .fast_inference import build_fast_copy
 from .model import AsitClassifierOutput, AsitForAudioClassification, load_model
@@ -70,6 +71,10 @@ class Prediction:
         source: the file name, or ``"<array>"``.
         precision: what the backbone ran in: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
         aggregation: how the windows became one answer (a key of :data:`AGGREGATIONS`).
+        no_event: True when nothing in the clip stands out from its own noise floor (or it is silent): then
+            ``label`` is the model's guess, not an event (:func:`asit_helpers.activity.judge`).
+        no_event_reason: why there is no event (None when there is one).
+        level_db: how far the clip's loudest 250 ms stands above its noise floor (dB).
     """
 
     label: str
@@ -83,6 +88,9 @@ class Prediction:
     source: str = "<array>"
     precision: str = "fp32"
     aggregation: str = "peak"
+    no_event: bool = False
+    no_event_reason: str | None = None
+    level_db: float | None = None
 
     def to_dict(self, include_weights: bool = True) -> dict[str, Any]:
         """JSON-ready: the shape the CLI's ``--json`` and the server's ``/predict`` return."""
@@ -95,6 +103,9 @@ class Prediction:
             "precision": self.precision,
             "aggregation": self.aggregation,
             "aggregation_how": AGGREGATIONS.get(self.aggregation, ""),
+            "no_event": bool(self.no_event),
+            "no_event_reason": self.no_event_reason,
+            "level_db": None if self.level_db is None else round(float(self.level_db), 2),
             "windows": [
                 {
                     "start_s": round(w.start_s, 4),
@@ -438,7 +449,12 @@ def predict(
         source=source,
         precision=precision if model.dtype == torch.float32 else _DTYPE_NAMES.get(model.dtype, str(model.dtype)),
         aggregation=aggregation,
+        **_no_event_fields(judge(samples)),
     )
+
+
+def _no_event_fields(activity: Activity) -> dict[str, Any]:
+    return {"no_event": activity.no_event, "no_event_reason": activity.reason, "level_db": activity.level_db}
 
 
 def check_min_length(n_samples: int, model: AsitForAudioClassification, source: str = "<array>") -> None:

@@ -8,10 +8,14 @@ Routes:
                        plus ``latency_ms``. Query: ``top_k`` (default 5, or every class if fewer).
     ``GET /health``    model, device, classes, version, concurrency mode, limits.
     ``GET /labels``    the class names in label-id order.
+    ``POST /live``     open a listening session (``asit_helpers.live``); ``POST /live/<id>/audio`` streams raw
+                       float32 chunks to it and answers with updates; ``DELETE /live/<id>`` ends it.
 
 Every prediction goes through :func:`asit_helpers.inference.predict` and every decode through
 :func:`asit_helpers.audio.load_audio` (bytes in memory: no temporary files). Bad input is a 4xx with a JSON
-``{"error", "status"}`` body, never a 500 (see :func:`_status_for`).
+``{"error", "status"}`` body, never a 500 (see :func:`_status_for`) -- also the 413 waitress itself answers for a
+body over the limit, and a 405 carries ``Allow``. Every response carries a Content-Security-Policy that lets the page
+load only from this server and be framed only by it (:data:`CONTENT_SECURITY_POLICY`).
 
 Concurrency: waitress runs requests on several threads; the model is shared. Two strategies (``batching``):
 
@@ -35,6 +39,7 @@ it is the default there.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import queue
@@ -49,11 +54,12 @@ from typing import Any, Callable
 
 import torch
 from flask import Flask, Request, Response, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from . import __version__
 from .audio import AudioError
 from .inference import classify_batch, predict
+from .live import DEFAULT_HOP_S, DEFAULT_IDLE_S, DEFAULT_MAX_LISTENERS, ChunkError, ListenerLimit, Listeners
 from .model import AsitClassifierOutput, AsitForAudioClassification, load_model
 from .runtime import resolve_precision
 
@@ -76,14 +82,24 @@ _UNSUPPORTED_PREFIXES = ("unsupported", "not an audio file")
 # and browsers refuse to run an ES module served as text/plain.
 _STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".html": "text/html"}
 
+#: The page loads nothing from elsewhere: scripts, styles, fetches only from this server (images and audio also from
+#: data:/blob: URLs the page makes itself), no plugins, and only this server's own pages may frame it.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
+                           "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'self'")
+#: Longest upload name kept for messages (characters); a longer one is cut in its stem, keeping its extension.
+MAX_NAME_CHARS = 120
+#: How to send a file with curl: ``--data-binary`` alone sends it as a form (``application/x-www-form-urlencoded``).
+_CURL_HINT = ("send it as multipart (curl -F file=@clip.wav) or as the body with a type "
+              "(curl --data-binary @clip.wav -H 'Content-Type: application/octet-stream')")
+
 
 def _status_for(exc: AudioError) -> int:
     """415 for data that isn't audio we can decode at all; 422 for audio that is corrupt, empty, too long or short."""
     return 415 if exc.reason.lower().startswith(_UNSUPPORTED_PREFIXES) else 422
 
 
-def _error(status: int, message: str) -> tuple[Response, int]:
-    return jsonify({"error": message, "status": status}), status
+def _error(status: int, message: str, **extra: Any) -> tuple[Response, int]:
+    return jsonify({"error": message, "status": status, **extra}), status
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -243,17 +259,26 @@ class _InMemoryRequest(Request):
         return io.BytesIO()
 
 
+def upload_name(filename: str | None, limit: int = MAX_NAME_CHARS) -> str:
+    """The base name of a client's file name, whichever separator its OS uses (a client-given path never reaches a
+    message), cut to ``limit`` characters in its stem so the extension survives."""
+    name = PureWindowsPath(filename or "upload").name or "upload"
+    if len(name) <= limit:
+        return name
+    suffix = PureWindowsPath(name).suffix
+    suffix = suffix if len(suffix) <= 16 else ""
+    return name[: limit - len(suffix) - 1] + "\u2026" + suffix
+
+
 def _request_audio() -> tuple[bytes, str] | None:
-    """The uploaded audio and a name for messages: multipart field ``file``, else the raw body; None if neither."""
-    if request.files:
+    """The uploaded audio and a name for messages: multipart field ``file``, else the raw body; None if neither.
+
+    A body without a type, or typed as a url-encoded form (what ``curl --data-binary @clip.wav`` sends), is the
+    audio itself: the form is never parsed, so its bytes arrive intact.
+    """
+    if request.mimetype == "multipart/form-data":
         upload = request.files.get("file")
-        if upload is None:
-            return None
-        # only the base name, whichever separator the client's OS uses: a client-given path never reaches a message
-        name = PureWindowsPath(upload.filename or "upload").name[:120] or "upload"
-        return upload.read(), name
-    if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        return None  # a form without a file part
+        return None if upload is None else (upload.read(), upload_name(upload.filename))
     data = request.get_data(cache=False)
     return (data, "request body") if data else None
 
@@ -268,6 +293,8 @@ def create_app(
     top_k: int = 5,
     device: str | None = None,
     precision: str = "auto",
+    max_listeners: int = DEFAULT_MAX_LISTENERS,
+    listen_idle_s: float = DEFAULT_IDLE_S,
 ) -> Flask:
     """Build the Flask app around one loaded model.
 
@@ -283,6 +310,8 @@ def create_app(
         device: where to run the model (default: CPU, or where the given model already is).
         precision: the backbone's precision for every request (``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"``),
             resolved once by :func:`asit_helpers.runtime.resolve_precision`; ``/health`` says what it chose and why.
+        max_listeners: concurrent live-listening sessions (one more gets 429). listen_idle_s: a session without a
+            chunk for this long expires.
     """
     model = load_model(checkpoint_dir_or_model, device=device)
     served = _Served(
@@ -296,16 +325,20 @@ def create_app(
         max_seconds=max_seconds,
     )
     served.default_top_k = max(1, min(top_k, len(served.labels)))  # a 3-class model can't rank 5
+    served.listeners = Listeners(model, predictor=served.predictor, max_listeners=max_listeners, idle_s=listen_idle_s,
+                                 precision=served.precision.precision, top_k=served.default_top_k, realtime=True)
     app = Flask(__name__, template_folder=str(_PACKAGE / "templates"), static_folder=None)
     app.request_class = _InMemoryRequest
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
     app.config["ASIT_PREDICTOR"] = served.predictor
     app.config["ASIT_PRECISION"] = served.precision
+    app.config["ASIT_LISTENERS"] = served.listeners
     app.json.sort_keys = False
     _add_error_handlers(app, max_upload_mb)
     _add_headers(app, [cors_origins] if isinstance(cors_origins, str) else list(cors_origins or []))
     _add_page(app, served)
     _add_api(app, served)
+    _add_live(app, served)
     from .teach_routes import add_teach_routes  # the page's Teach panel: per-session teaching on this backbone
 
     add_teach_routes(app, model, error=_error,
@@ -328,6 +361,7 @@ class _Served:
     max_upload_mb: float
     max_seconds: float
     default_top_k: int = 5
+    listeners: Listeners | None = None
 
 
 def _add_error_handlers(app: Flask, max_upload_mb: float) -> None:
@@ -336,8 +370,11 @@ def _add_error_handlers(app: Flask, max_upload_mb: float) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         if exc.code == 413:
-            return _error(413, f"upload too large: the limit is {max_upload_mb:g} MB")
-        return _error(exc.code or 400, exc.description or exc.name)
+            return _error(413, too_large_message(max_upload_mb))
+        resp, status = _error(exc.code or 400, exc.description or exc.name)
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            resp.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+        return resp, status
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):  # a bug, not bad input: logged with its traceback, answered as JSON
@@ -346,15 +383,16 @@ def _add_error_handlers(app: Flask, max_upload_mb: float) -> None:
 
 
 def _add_headers(app: Flask, origins: list[str]) -> None:
-    """``nosniff`` on every response; CORS headers only for the configured origins."""
+    """``nosniff`` and the Content-Security-Policy on every response; CORS headers only for the configured origins."""
 
     @app.after_request
     def _headers(resp: Response) -> Response:
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         origin = request.headers.get("Origin")
         if origins and origin and ("*" in origins or origin in origins):
             resp.headers["Access-Control-Allow-Origin"] = "*" if "*" in origins else origin
-            resp.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            resp.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
             resp.headers["Access-Control-Allow-Headers"] = "Content-Type"
             resp.headers["Vary"] = "Origin"
         return resp
@@ -396,6 +434,9 @@ def _add_api(app: Flask, served: _Served) -> None:
             "batching": served.predictor.mode,
             "max_upload_mb": served.max_upload_mb,
             "max_seconds": served.max_seconds,
+            "live": {"listeners": len(served.listeners), "max_listeners": served.listeners.max_listeners,
+                     "hop_s": DEFAULT_HOP_S, "window_s": served.model.config.clip_seconds,
+                     "expires_s": served.listeners.idle_s},
         })
 
     @app.get("/labels")
@@ -419,12 +460,107 @@ def _add_api(app: Flask, served: _Served) -> None:
         try:
             pred = served.predictor(source, top_k=int(k), max_seconds=served.max_seconds,
                                     precision=served.precision.precision)
-        except AudioError as exc:
-            return _error(_status_for(exc), str(exc))
+        except AudioError as exc:  # the reason alone: the client knows its file's name (also in "source")
+            if request.mimetype == "application/x-www-form-urlencoded":  # a real form, or curl's default type
+                return _error(400, f"no audio: the body came as a form (application/x-www-form-urlencoded) and is "
+                                   f"not audio ({exc.reason}); {_CURL_HINT}", source=name)
+            return _error(_status_for(exc), exc.reason, source=name)
         body = pred.to_dict()
         body["source"] = name
         body["latency_ms"] = round((time.perf_counter() - started) * 1000.0, 2)
         return jsonify(body)
+
+
+def _add_live(app: Flask, served: _Served) -> None:
+    """Live listening: ``POST /live`` opens a session, ``POST /live/<id>/audio?seq=N`` feeds it raw float32 chunks
+    (updates back, see :mod:`asit_helpers.live`), ``DELETE /live/<id>`` ends it. A bad chunk ends its session."""
+    listeners = served.listeners
+
+    @app.post("/live")
+    def live_open():
+        given = request.args.get("hop_s") or (request.get_json(silent=True) or {}).get("hop_s") or DEFAULT_HOP_S
+        try:
+            hop_s = float(given)
+            session = listeners.open(hop_s=hop_s)
+        except ListenerLimit as exc:
+            return _error(429, str(exc), max_listeners=listeners.max_listeners)
+        except (TypeError, ValueError) as exc:
+            detail = str(exc) if "hop_s" in str(exc) else f"hop_s must be a number of seconds, got {given!r}"
+            return _error(400, detail)
+        body = session.describe()
+        body.update(audio_url=f"live/{session.id}/audio", expires_s=listeners.idle_s,
+                    max_listeners=listeners.max_listeners)
+        return jsonify(body), 201
+
+    @app.post("/live/<session_id>/audio")
+    def live_audio(session_id: str):
+        session = listeners.get(session_id)
+        if session is None:
+            return _error(404, f"no listening session {session_id[:40]!r}: it ended, or expired after "
+                               f"{listeners.idle_s:g} s without audio; open a new one with POST /live")
+        try:
+            updates = session.feed_bytes(_live_chunk(), seq=_live_seq())
+        except ChunkError as exc:
+            ended = exc.status != 409  # a repeated chunk is the client's retry: the session goes on
+            if ended:
+                listeners.close(session_id)
+            return _error(exc.status, exc.reason + ("; this listening session has ended" if ended else ""),
+                          ended=ended)
+        return jsonify({"session": session.id, "seq": session._next_seq - 1, "busy": not updates and session.busy,
+                        "updates": updates, **session.stats()})
+
+    @app.delete("/live/<session_id>")
+    def live_close(session_id: str):
+        session = listeners.close(session_id)
+        if session is None:
+            return _error(404, f"no listening session {session_id[:40]!r} (it ended or expired)")
+        return jsonify({"session": session.id, "ended": True, **session.stats()})
+
+
+def _live_chunk() -> bytes:
+    """A live chunk's bytes: raw float32, never a form (whose parsing would eat or alter the samples)."""
+    if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        raise ChunkError(f"a live chunk is raw little-endian float32 samples (Content-Type: application/octet-stream),"
+                         f" not a form ({request.mimetype})", 400)
+    rate = request.args.get("sample_rate")
+    if rate is not None and rate != "16000":
+        raise ChunkError(f"live audio must be 16 kHz, got sample_rate={rate[:20]!r}: resample before sending "
+                         "(in a page: new AudioContext({sampleRate: 16000}))")
+    return request.get_data(cache=False)
+
+
+def _live_seq() -> int | None:
+    seq = request.args.get("seq")
+    if seq is None:
+        return None
+    if not (seq.isascii() and seq.isdigit()):
+        raise ChunkError(f"seq must be the chunk's number (0, 1, 2, ...), got {seq[:20]!r}", 400)
+    return int(seq)
+
+
+def too_large_message(max_upload_mb: float) -> str:
+    return f"upload too large: the limit is {max_upload_mb:g} MB"
+
+
+def _json_error_channel(max_upload_mb: float):
+    """A waitress channel whose own errors (413 for a body over the limit, bad requests) are JSON like the app's."""
+    from waitress.channel import HTTPChannel
+    from waitress.task import ErrorTask
+
+    class JsonErrorTask(ErrorTask):
+        def execute(self):
+            err = self.request.error
+            message = too_large_message(max_upload_mb) if err.code == 413 else f"{err.reason.lower()}: {err.body}"
+            body = json.dumps({"error": message, "status": err.code}).encode("utf-8")
+            self.status = f"{err.code} {err.reason}"
+            self.response_headers.extend([("Content-Type", "application/json"),
+                                          ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+                                          ("X-Content-Type-Options", "nosniff")])
+            self.set_close_on_finish()
+            self.content_length = len(body)
+            self.write(body)
+
+    return type("JsonErrorChannel", (HTTPChannel,), {"error_task_class": JsonErrorTask})
 
 
 def serve(
@@ -438,7 +574,7 @@ def serve(
 
     Binds to 127.0.0.1 unless told otherwise; there is no debug mode.
     """
-    from waitress import serve as waitress_serve
+    import waitress.server
 
     app = create_app(checkpoint, **app_kwargs)
     max_body = app.config["MAX_CONTENT_LENGTH"]
@@ -450,8 +586,14 @@ def serve(
     limit = max_body + 64 * 1024  # room for the multipart framing around a file of exactly the limit
     # waitress answers 413 itself (plain text) when Content-Length is over the limit, without reading the body;
     # inbuf_overflow keeps accepted bodies in memory (by default waitress spools inputs over 512 KB to a temp file).
-    waitress_serve(app, host=host, port=port, threads=threads, max_request_body_size=limit, inbuf_overflow=limit,
-                   ident="asit")
+    logging.basicConfig()  # as waitress.serve does: its own warnings (queue depth) reach the console
+    server = waitress.server.create_server(app, host=host, port=port, threads=threads, max_request_body_size=limit,
+                           inbuf_overflow=limit, ident="asit")
+    channel = _json_error_channel(app_kwargs.get("max_upload_mb", DEFAULT_MAX_UPLOAD_MB))
+    for listener in [server] if hasattr(server, "channel_class") else list(server.map.values()):
+        if hasattr(listener, "channel_class"):  # one per address when the host name resolves to several
+            listener.channel_class = channel
+    server.run()
     print("ASiT server stopped", flush=True)
     if _TERMINATED.is_set():
         # The process was asked to end and nothing is left to write: skip the interpreter's teardown of torch and

@@ -722,6 +722,42 @@ def render_two_event_clip(
     return mix.astype(np.float32), {"events": events, "background": bg_name}
 
 
+def render_recording(
+    events: list[tuple[str, float]],
+    seconds: float = 60.0,
+    seed: int = 0,
+    snr_db: float = 12.0,
+    background: str = "room",
+    background_level: float = 0.02,
+) -> tuple[np.ndarray, list[dict]]:
+    """A long recording with several events at chosen times over one background (a live-listening test signal).
+
+    Args:
+        events: ``[(label, onset_s), ...]``; each event has its class's usual duration (drawn from ``seed``).
+        snr_db: each event's power over the background's, in dB. background_level: the background's RMS (0.02 is
+            a quiet room, -34 dB).
+
+    Returns:
+        ``(audio, truth)``: float32 ``(round(seconds * 16000),)``; ``truth`` = ``[{"label", "onset_s",
+        "offset_s"}, ...]`` where each event really sounds (as :func:`render_clip`'s window).
+    """
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * SR))
+    mix = BACKGROUNDS[background](rng, n)  # unit power
+    truth = []
+    for label, onset_s in events:
+        if label not in _CLASS_BY_NAME:
+            raise ValueError(f"unknown synthetic class {label!r}; choose from {sorted(_CLASS_BY_NAME)}")
+        spec = _CLASS_BY_NAME[label]
+        event, first = _audible_at_snr(spec.make(rng, int(rng.uniform(*spec.duration_s) * SR)), snr_db)
+        onset = int(round(onset_s * SR)) + first
+        if onset + len(event) > n:
+            raise ValueError(f"{label} at {onset_s:g} s does not fit in {seconds:g} s")
+        mix[onset : onset + len(event)] += event
+        truth.append({"label": label, "onset_s": round(onset / SR, 4), "offset_s": round((onset + len(event)) / SR, 4)})
+    return (mix * background_level).astype(np.float32), truth
+
+
 def _render_row(
     name: str, s: int, events: int, partners: list[str], seconds: float, snr_db, distractors: int = 0
 ) -> tuple[np.ndarray, dict]:

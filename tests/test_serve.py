@@ -191,7 +191,8 @@ def test_bad_input_gets_a_clear_4xx(client, case, kwargs, status, words):
 def test_error_names_the_uploaded_file(client):
     for client_name in ("../../dog_01.wav", "/home/me/dog_01.wav"):
         body = client.post("/predict", data={"file": (io.BytesIO(_truncated_wav()), client_name)}).get_json()
-        assert body["error"].startswith("dog_01.wav: truncated WAV")  # the name, never a client-given path
+        assert body["source"] == "dog_01.wav"  # the name, never a client-given path
+        assert body["error"].startswith("truncated WAV")  # the reason once: the page prefixes the name itself
 
 
 @pytest.mark.parametrize("query", ["top_k=0", "top_k=99", "top_k=two", "top_k=-1", "top_k=%C2%B2", "top_k="])
@@ -312,16 +313,28 @@ def test_unknown_batching_mode_is_refused(model):
 
 
 def test_cli_serve_binds_loopback_with_waitress_and_no_debug(tiny_checkpoint, monkeypatch):
-    import waitress
+    import waitress.server
 
     from asit_helpers import cli
 
     seen = {}
-    monkeypatch.setattr(waitress, "serve", lambda app, **kw: seen.update(app=app, **kw))
+
+    class FakeServer:  # what create_server returns; serve() swaps in its JSON-error channel, then runs it
+        channel_class = None
+
+        def run(self):
+            seen["ran_with"] = self.channel_class
+
+    def fake_create_server(app, **kw):
+        seen.update(app=app, **kw)
+        return FakeServer()
+
+    monkeypatch.setattr(waitress.server, "create_server", fake_create_server)
     assert cli.main(["serve", str(tiny_checkpoint), "--port", "5123", "--threads", "3"]) == 0
     assert seen["host"] == "127.0.0.1" and seen["port"] == 5123 and seen["threads"] == 3
     assert seen["app"].debug is False
     assert seen["max_request_body_size"] >= seen["app"].config["MAX_CONTENT_LENGTH"]
+    assert seen["ran_with"].__name__ == "JsonErrorChannel"
 
 
 def test_cli_serve_on_a_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
