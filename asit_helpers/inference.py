@@ -449,11 +449,17 @@ def predict(
         source=source,
         precision=precision if model.dtype == torch.float32 else _DTYPE_NAMES.get(model.dtype, str(model.dtype)),
         aggregation=aggregation,
-        **_no_event_fields(judge(samples)),
+        **no_event_fields(judge(samples), ranked[0][0], model.config),
     )
 
 
-def _no_event_fields(activity: Activity) -> dict[str, Any]:
+def no_event_fields(activity: Activity, label: str, config: Any) -> dict[str, Any]:
+    """``no_event``, ``no_event_reason``, ``level_db``: the energy gate's answer, or the model's own when its top
+    class is a taught background output (``config.no_event_label``, see :mod:`asit_helpers.teach`)."""
+    taught = getattr(config, "no_event_label", None)
+    if label is not None and label == taught and not activity.no_event:
+        return {"no_event": True, "no_event_reason": f"the taught background answer ({taught!r})",
+                "level_db": activity.level_db}
     return {"no_event": activity.no_event, "no_event_reason": activity.reason, "level_db": activity.level_db}
 
 

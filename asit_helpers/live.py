@@ -37,7 +37,7 @@ import numpy as np
 
 from .activity import NoiseFloor, judge
 from .audio import SAMPLE_RATE, AudioError
-from .inference import predict
+from .inference import no_event_fields, predict
 from .model import AsitForAudioClassification
 
 #: Default step between updates (seconds), as YAMNet's example (~0.49 s) and the issue ask.
@@ -227,8 +227,8 @@ class ListenSession:
         win = self._newest()
         started = time.perf_counter()
         pred = self._predict(win.samples, top_k=self.top_k, precision=self.precision, max_seconds=None)
-        activity = judge(win.hop, floor_db=self._floor.db())
-        update = update_dict(pred, win.samples, win.start / SAMPLE_RATE, activity.to_dict())
+        activity = no_event_fields(judge(win.hop, floor_db=self._floor.db()), pred.label, self.model.config)
+        update = update_dict(pred, win.samples, win.start / SAMPLE_RATE, activity)
         update["classify_ms"] = round((time.perf_counter() - started) * 1000.0, 1)
         with self._state:
             self.updates += 1
@@ -262,7 +262,9 @@ def update_dict(pred, samples: np.ndarray, start_s: float, activity: dict) -> di
         "score": round(float(pred.score), 6),
         "top_k": [{"label": name, "score": round(float(p), 6)} for name, p in pred.top_k],
         "probabilities": np.round(pred.probabilities.astype(np.float64), 6).tolist(),
-        **activity,
+        "no_event": activity["no_event"],
+        "no_event_reason": activity["no_event_reason"],
+        "level_db": round(float(activity["level_db"]), 2),
         "attention": np.round(attention, 6).tolist(),
         "attention_uniform": round(1.0 / max(1, attention.size), 6),
         "frame_times_s": np.round(start_s + pred.frame_times_s.astype(np.float64), 4).tolist(),

@@ -267,3 +267,14 @@ def test_asit_timeline_reports_a_bad_file(tiny_checkpoint, tmp_path, capsys):
     bad.write_bytes(b"RIFF nonsense")
     assert main(["timeline", str(tiny_checkpoint), str(bad)]) == 2
     assert "bad.wav" in capsys.readouterr().err
+
+
+def test_a_taught_background_answer_is_no_event(model):
+    from asit_helpers.inference import no_event_fields
+
+    loud = activity.judge(render_clip("dog", clip_seed(0, 0, 0), snr_db=(15.0, 15.0))[0])
+    config = type("Config", (), {"no_event_label": "no event"})()
+    assert no_event_fields(loud, "no event", config)["no_event"] is True
+    assert "taught background" in no_event_fields(loud, "no event", config)["no_event_reason"]
+    assert no_event_fields(loud, "dog", config)["no_event"] is False
+    assert no_event_fields(loud, "no event", model.config)["no_event"] is False  # an ordinary checkpoint

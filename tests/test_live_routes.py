@@ -154,10 +154,10 @@ def test_waitress_own_413_is_json(tiny_checkpoint):
 
     with ServerProcess(tiny_checkpoint, threads=2, extra_args=["--max-upload-mb", "1"]) as srv:
         resp = requests.post(srv.url + "/predict", data=bytes(3 * 2**20), headers={"Content-Type": "audio/wav"},
-                             timeout=30)
+                             timeout=120)
         assert resp.status_code == 413 and resp.headers["Content-Type"].startswith("application/json")
         assert resp.json() == {"error": "upload too large: the limit is 1 MB", "status": 413}
-        info = requests.post(srv.url + "/live", timeout=30).json()
+        info = requests.post(srv.url + "/live", timeout=120).json()
         chunk = requests.post(f"{srv.url}/{info['audio_url']}?seq=0", data=f32(0.6),
-                              headers={"Content-Type": "application/octet-stream"}, timeout=30)
+                              headers={"Content-Type": "application/octet-stream"}, timeout=120)
         assert chunk.status_code == 200 and len(chunk.json()["updates"]) == 1
