@@ -396,7 +396,7 @@ def training_settings(*, offline: bool, smoke: bool, **chosen) -> tuple[dict, li
     notes = []
     if offline and not PRESETS.get(settings.get("preset"), PRESETS["base"]).offline:
         notes.append(f"OFFLINE: PRESET {settings.get('preset')!r} needs the Hugging Face Hub, so this run trains "
-                     f"{OFFLINE_TRAINING['preset']!r} (a random-initialised tiny wav2vec2) instead")
+                     f"{OFFLINE_TRAINING['preset']!r} (a tiny wav2vec2 trained from scratch) instead")
         settings["preset"] = OFFLINE_TRAINING["preset"]
     if settings["preset"] == OFFLINE_TRAINING["preset"]:
         recipe, source = {k: v for k, v in OFFLINE_TRAINING.items() if k != "preset"}, "the offline demo recipe"
@@ -408,6 +408,12 @@ def training_settings(*, offline: bool, smoke: bool, **chosen) -> tuple[dict, li
             settings[key] = value
             if key in _PARAMETER_NAMES:
                 notes.append(f"{_PARAMETER_NAMES[key]} = None: {value!r}, {source}")
+    # what train() will still take from the preset's own recipe: said, because it changes how the curves read
+    # (mixup: training accuracy is measured on mixed clips)
+    extra = {k: v for k, v in PRESETS.get(settings["preset"], PRESETS["base"]).recipe.items() if k not in settings}
+    if extra:
+        notes.append(f"also from the {settings['preset']!r} preset's recipe: "
+                     + ", ".join(f"{k}={v!r}" for k, v in extra.items()))
     if smoke:
         for key, value in SMOKE_TRAINING.items():
             if settings.get(key) != value:

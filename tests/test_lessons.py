@@ -41,6 +41,12 @@ def test_offline_keeps_what_you_set_and_says_what_it_replaced():
     assert any("PRESET 'base'" in n and "tiny-fb" in n for n in notes)
     assert any(n.startswith("EPOCHS = None") for n in notes)
     assert not any("MODE" in n or "BATCH_SIZE" in n for n in notes)
+    # what train() still takes from the preset's recipe is said too (mixup changes how training accuracy reads)
+    from asit_helpers.train import PRESETS
+
+    extra = {k: v for k, v in PRESETS["tiny-fb"].recipe.items() if k not in settings}
+    assert extra and any(n.startswith("also from the 'tiny-fb' preset's recipe") and
+                         all(f"{k}={v!r}" in n for k, v in extra.items()) for n in notes)
 
 
 def test_the_real_path_changes_nothing_you_set():
