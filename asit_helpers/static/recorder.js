@@ -722,7 +722,7 @@ export function drawTimeline(canvas, timeline, options = {}) {
   const height = options.height || stripH + 6 + rowH * (rows + 1) + 24;
   const { ctx, width } = prepareCanvas(canvas, height);
   const x0 = labelW;
-  const x1 = width - 8;
+  const x1 = width - 16; // room for the "now" label
   const x = (t) => x0 + ((t - t0) / spanS) * (x1 - x0);
   const color = (c) => PALETTE[c % PALETTE.length];
   const rowY = (r) => stripH + 6 + r * rowH;
@@ -788,7 +788,7 @@ export function drawAttention(canvas, d) {
   const axisH = 20;
   const leftW = 34;
   const x0 = leftW;
-  const x1 = width - 6;
+  const x1 = width - 16;
   const plotH = height - axisH;
   const span = Math.max(1e-3, d.endS - d.startS);
   const x = (t) => x0 + ((t - d.startS) / span) * (x1 - x0);
@@ -819,14 +819,18 @@ export function drawAttention(canvas, d) {
     }
     wavePoints = samples.length;
   }
-  const wavePeak = Math.max(1e-6, ...highs.map(Math.abs), ...lows.map(Math.abs));
+  // Scaled to its peak, but never magnified past 4x (a quarter of full scale fills the plot): a quiet room then
+  // still looks quiet, and an event stands out against it.
+  const wavePeak = Math.max(0.25, ...highs.map(Math.abs), ...lows.map(Math.abs));
   ctx.fillStyle = colors.wave;
+  ctx.globalAlpha = 0.6; // behind the attention curve and its scale
   const bw = (x1 - x0) / Math.max(1, lows.length);
   for (let k = 0; k < lows.length; k++) {
     const hi = highs[k] / wavePeak;
     const lo = lows[k] / wavePeak;
     ctx.fillRect(x0 + k * bw, mid - hi * mid * 0.9, Math.max(1, bw), Math.max(1, (hi - lo) * mid * 0.9));
   }
+  ctx.globalAlpha = 1;
 
   const att = d.attention || [];
   const times = d.frameTimes || [];
@@ -841,7 +845,7 @@ export function drawAttention(canvas, d) {
   ctx.textBaseline = "middle";
   ctx.fillStyle = colors.muted;
   ctx.strokeStyle = colors.border;
-  for (const r of [0, 1, top / 2, top]) {
+  for (const r of top > 4 ? [1, top / 2, top] : [0, 1, top / 2, top]) { // 0 and 1 would overlap on a tall scale
     ctx.fillText(`${r}\u00d7`, x0 - 4, y(r));
   }
   ctx.setLineDash([4, 4]);
