@@ -735,7 +735,7 @@ def render_recording(
     Args:
         events: ``[(label, onset_s), ...]``; each event has its class's usual duration (drawn from ``seed``).
         snr_db: each event's power over the background's, in dB. background_level: the background's RMS (0.02 is
-            a quiet room, -34 dB).
+            a quiet room, -34 dB); the whole recording is scaled down if its peak would pass 0.9.
 
     Returns:
         ``(audio, truth)``: float32 ``(round(seconds * 16000),)``; ``truth`` = ``[{"label", "onset_s",
@@ -755,7 +755,11 @@ def render_recording(
             raise ValueError(f"{label} at {onset_s:g} s does not fit in {seconds:g} s")
         mix[onset : onset + len(event)] += event
         truth.append({"label": label, "onset_s": round(onset / SR, 4), "offset_s": round((onset + len(event)) / SR, 4)})
-    return (mix * background_level).astype(np.float32), truth
+    mix *= background_level
+    peak = float(np.abs(mix).max())
+    if peak > 0.9:  # a sharp event (clicks, crackles) can peak far above its RMS: keep the recording in [-0.9, 0.9]
+        mix *= 0.9 / peak
+    return mix.astype(np.float32), truth
 
 
 def _render_row(

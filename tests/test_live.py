@@ -278,3 +278,8 @@ def test_a_taught_background_answer_is_no_event(model):
     assert "taught background" in no_event_fields(loud, "no event", config)["no_event_reason"]
     assert no_event_fields(loud, "dog", config)["no_event"] is False
     assert no_event_fields(loud, "no event", model.config)["no_event"] is False  # an ordinary checkpoint
+
+
+def test_long_recordings_stay_in_full_scale():
+    audio, truth = render_recording([("crackling_fire", 1.0), ("train", 4.0), ("dog", 7.0)], 10.0, seed=0, snr_db=20)
+    assert np.abs(audio).max() <= 0.9 + 1e-6 and [e["label"] for e in truth] == ["crackling_fire", "train", "dog"]
