@@ -28,6 +28,7 @@ SUITE: dict[str, list[str]] = {
     "train": ["--quick"],
     "serve": ["--models", "tiny", "base-random", "--requests", "48", "--single", "8"],
     "teach": [],
+    "live": ["--seconds", "20"],
 }
 
 
