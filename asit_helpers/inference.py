@@ -298,8 +298,12 @@ _BF16_LOCK = threading.Lock()  # the server classifies on several threads: build
 
 def _weights_fingerprint(model: AsitForAudioClassification) -> tuple:
     """Changes when any backbone weight is replaced (new storage) or updated in place (version counter): a copy
-    made before more training or a ``load_state_dict`` is never reused."""
-    return tuple((p.data_ptr(), p._version) for p in model.backbone.parameters())
+    made before more training or a ``load_state_dict`` is never reused.
+
+    Inference tensors have no version counter (transformers < 5 loads a checkpoint's weights as such when
+    ``from_pretrained`` runs inside ``predict``'s inference mode); no training step can update them in place,
+    so their storage alone identifies them."""
+    return tuple((p.data_ptr(), None if p.is_inference() else p._version) for p in model.backbone.parameters())
 
 
 def bf16_copy(model: AsitForAudioClassification) -> AsitForAudioClassification:
