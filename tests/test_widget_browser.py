@@ -111,7 +111,7 @@ def jupyter_lab(tmp_path_factory):
                 pytest.fail(f"jupyter lab exited with code {proc.returncode}\n{server_log()}")
             return requests.get(f"{base}/api/status", params={"token": token}, timeout=2).status_code == 200
 
-        _wait(ready, 90, "JupyterLab to start", server_log)
+        _wait(ready, 240, "JupyterLab to start", server_log)  # minutes on a loaded 2-core machine
         yield base, token, root, server_log
     finally:
         try:  # shuts the kernels down too
@@ -203,3 +203,35 @@ def test_refused_microphone_shows_message(jupyter_lab, make_chrome, tiny_checkpo
     assert status.get_attribute("data-kind") == "error"
     assert not driver.find_elements(By.CSS_SELECTOR, ".asit-demo .asit-label")
     assert "Traceback" not in driver.find_element(By.CSS_SELECTOR, "body").text
+
+
+def test_listen_in_jupyterlab_draws_the_timeline_and_stops(jupyter_lab, make_chrome, tiny_checkpoint, tmp_path):
+    """Listen mode of the same widget: chunks go to the kernel as comm messages, the page's timeline code draws the
+    answers, and after Stop the kernel gets nothing more."""
+    from selenium.webdriver.common.by import By
+
+    mic = tmp_path / "mic.wav"
+    sf.write(mic, tone(440.0, seconds=6.0, sr=44100, amp=0.5), 44100)
+    driver = make_chrome(fake_mic_wav=mic)
+    _record, diagnostics = _open_widget(driver, jupyter_lab, tiny_checkpoint, "listen.ipynb")
+    listen = _wait(lambda: driver.find_element(By.CSS_SELECTOR, ".asit-listen .asit-listen-start"), 60,
+                   "the Listen button", diagnostics)
+    listen.click()
+    state = "return (document.querySelector('.asit-listen').parentElement.__asitListen || {}).timeline"
+    now_s = lambda: driver.execute_script(state + " ? document.querySelector('.asit-listen').parentElement"  # noqa: E731
+                                          ".__asitListen.timeline.nowS : 0")
+    _wait(lambda: now_s() >= 3.0, 90, "3 s of updates from the kernel", diagnostics)
+    label = driver.find_element(By.CSS_SELECTOR, ".asit-listen .asit-now").text.split(" ")[0]
+    assert label in LABELS + ["no"], label  # a class, or "no event"
+    assert driver.find_element(By.CSS_SELECTOR, ".asit-listen .asit-timeline").get_attribute("data-now-s")
+    assert int(driver.find_element(By.CSS_SELECTOR, ".asit-listen .asit-wave").get_attribute("data-attention-points")) > 10
+    driver.find_element(By.CSS_SELECTOR, ".asit-listen .asit-listen-stop").click()
+    status = lambda: driver.find_element(By.CSS_SELECTOR, ".asit-listen .asit-status")  # noqa: E731
+    _wait(lambda: status().text.startswith("Stopped:"), 30, "Stop", diagnostics)
+    sent = driver.execute_script("return document.querySelector('.asit-listen').parentElement.__asitListen"
+                                 ".listener.stats().chunks")
+    time.sleep(2.0)  # a pause, not a timing assertion: the counters must not move after Stop
+    stats = driver.execute_script("return document.querySelector('.asit-listen').parentElement.__asitListen"
+                                  ".listener.stats()")
+    assert stats["chunks"] == sent and stats["stopped"] and stats["pendingSamples"] == 0
+    assert not driver.find_elements(By.CSS_SELECTOR, ".asit-demo .asit-error"), diagnostics()
