@@ -96,7 +96,7 @@ def main() -> None:
         cut = float(np.percentile(ev, q))
         detectors[f"attention evidence >= its {q}th percentile ({cut:.2f})"] = lambda r, c=cut: r["evidence"] < c
     for tau in (0.5, 0.8):
-        detectors[f"energy >= 6 dB and top-1 >= {tau}"] = lambda r, t=tau: r["energy_no_event"] or r["top1"] < t
+        detectors[f"energy gate (kept margin) and top-1 >= {tau}"] = lambda r, t=tau: r["energy_no_event"] or r["top1"] < t
     table = {name: rates(rows, fn) for name, fn in detectors.items()}
     summary = {g: {"n": sum(r["group"] == g for r in rows),
                    "top1_mean": round(float(np.mean([r["top1"] for r in rows if r["group"] == g])), 3),
