@@ -110,10 +110,14 @@ PARTIAL = dict(mode="partial", top_layers=1, epochs=2, batch_size=8, lr_head=5e-
 
 def _quiet_model(labels) -> AsitForAudioClassification:
     """tiny without SpecAugment's time masks, which the uncached path applies below the trained layers in training
-    (the cached path computes the frozen layers once, in eval mode), so both paths compute the same thing."""
+    (the cached path computes the frozen layers once, in eval mode), so both paths compute the same thing.
+
+    And without the head's dropout: its masks come from the global RNG, which transformers 5.15 and older (not
+    5.24) also draw from once per encoder layer for LayerDrop, even at layerdrop 0; the uncached path runs every
+    layer, the cached one only the trained ones, so the masks (not the computation compared here) would differ."""
     torch.manual_seed(0)
     return AsitForAudioClassification.from_backbone(Wav2Vec2Config(**TINY_BACKBONE, mask_time_prob=0.0),
-                                                    labels=list(labels))
+                                                    labels=list(labels), classifier_dropout=0.0)
 
 
 def _weights(path):
