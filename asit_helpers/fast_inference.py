@@ -199,6 +199,11 @@ class FusedEncoderLayer(nn.Module):
         self.register_buffer("b_down", cast(ff.output_dense.bias))
         self.layer_norm = copy.deepcopy(layer.layer_norm).float()
         self.final_layer_norm = copy.deepcopy(layer.final_layer_norm).float()
+        self.returns_tuple = _returns_tuple(layer)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **_):
+        hidden = self._layer(hidden_states, attention_mask)
+        return (hidden,) if self.returns_tuple else hidden
 
     def _attention(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         batch, frames, width = hidden.shape
@@ -209,7 +214,7 @@ class FusedEncoderLayer(nn.Module):
         out = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling)
         return _linear(out.transpose(1, 2).reshape(batch, frames, width), self.w_out, self.b_out)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **_) -> torch.Tensor:
+    def _layer(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         with torch.autocast(hidden_states.device.type, enabled=False):
             hidden = hidden_states.float()
             if self.pre_norm:
@@ -220,6 +225,17 @@ class FusedEncoderLayer(nn.Module):
             hidden = self.layer_norm(hidden + self._attention(hidden, attention_mask).float())
             ff = _linear(_linear(hidden, self.w_up, self.b_up, gelu=True), self.w_down, self.b_down).float()
             return self.final_layer_norm(hidden + ff)
+
+
+def _returns_tuple(layer: nn.Module) -> bool:
+    """Whether the encoder expects a tuple from its layers: transformers 5.15 and older return ``(hidden, ...)``
+    and take ``layer(...)[0]`` (a bare tensor there would lose its batch axis), newer ones return the tensor.
+    Asked of the original layer itself, on two frames of zeros."""
+    width = layer.layer_norm.normalized_shape[0]
+    param = next(layer.parameters())
+    with torch.no_grad():
+        out = layer(torch.zeros(1, 2, width, dtype=param.dtype, device=param.device))
+    return isinstance(out, tuple)
 
 
 def _rearrange(backbone: nn.Module, dtype: torch.dtype, fuse_layers: bool = True) -> None:
