@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .activity import Activity, judge
+from .activity import SILENCE_DB, Activity, judge
 from .audio import SAMPLE_RATE, AudioError, AudioSource, load_audio, resample, to_mono, too_short_reason, window_starts
 from .fast_inference import build_fast_copy
 from .model import AsitClassifierOutput, AsitForAudioClassification, load_model
@@ -458,13 +458,19 @@ def predict(
 
 
 def no_event_fields(activity: Activity, label: str, config: Any) -> dict[str, Any]:
-    """``no_event``, ``no_event_reason``, ``level_db``: the energy gate's answer, or the model's own when its top
-    class is a taught background output (``config.no_event_label``, see :mod:`asit_helpers.teach`)."""
+    """``no_event``, ``no_event_reason``, ``level_db``: the energy gate's answer; for a taught model
+    (``config.no_event_label``, see :mod:`asit_helpers.teach`) the model's own, except on silence.
+
+    Why a taught model decides for itself: it learned its background from recordings of the room it will hear, and
+    a sustained taught sound (a whistle held for the whole window) has no quieter part for the gate to measure
+    against, so the gate would call it nothing."""
     taught = getattr(config, "no_event_label", None)
-    if label is not None and label == taught and not activity.no_event:
+    if taught is None or (activity.no_event and activity.peak_db < SILENCE_DB):
+        return {"no_event": activity.no_event, "no_event_reason": activity.reason, "level_db": activity.level_db}
+    if label == taught:
         return {"no_event": True, "no_event_reason": f"the taught background answer ({taught!r})",
                 "level_db": activity.level_db}
-    return {"no_event": activity.no_event, "no_event_reason": activity.reason, "level_db": activity.level_db}
+    return {"no_event": False, "no_event_reason": None, "level_db": activity.level_db}
 
 
 def check_min_length(n_samples: int, model: AsitForAudioClassification, source: str = "<array>") -> None:

@@ -80,7 +80,7 @@ def test_record_with_fake_microphone_shows_prediction_and_attention(server, make
     _wait(driver, lambda d: d.execute_script("return document.body.dataset.state") in ("done", "error"), "a prediction")
     result = _result(driver)
     assert result["error"] is None, result
-    assert result["label"] in LABELS, result
+    assert result["label"] in LABELS + ["no event"], result  # a steady fake-mic signal may be "no event"
     assert result["bars"] == 5
     assert result["attention"] > 10 and result["wave"] >= 1.5 * 16000 * 0.9, result  # 16 kHz samples drawn
     assert result["inked"] > 500  # pixels actually painted on the canvas
@@ -101,7 +101,8 @@ def test_upload_in_the_browser_matches_the_api(server, make_chrome, tmp_path):
     _wait(driver, lambda d: d.execute_script("return document.body.dataset.state") in ("done", "error"), "a prediction")
     result = _result(driver)
     assert result["error"] is None, result
-    assert result["label"] == expected["label"]  # the original file is sent, so the answer is the API's exactly
+    # the original file is sent, so the answer is the API's exactly (its no-event answer included)
+    assert result["label"] == ("no event" if expected["no_event"] else expected["label"])
     assert result["attention"] == len(expected["frame_times_s"])
     assert driver.find_elements("css selector", "#windows tbody tr").__len__() == len(expected["windows"]) == 2
     # the headline says how the two windows became one answer (predict's aggregation), next to the headline
