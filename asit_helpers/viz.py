@@ -31,17 +31,22 @@ def _manifest_of(data):
 
 
 def _class_order(df) -> list[str]:
-    """Classes grouped by category (categories in order of first appearance by label id, else alphabetical),
-    label-id order inside a category when known, else alphabetical: every category is one block."""
+    """Classes grouped by category, every category one block: ASiT's four categories first in their own order
+    (Animals, Birds, Vehicles, Environmental: the same in 01's raw manifest, 02's cache and 04's confusion), other
+    categories after them (by first label id, else alphabetical); label-id order inside a category when known,
+    else alphabetical."""
+    from .data import ASIT_CATEGORIES
+
     rows = df.drop_duplicates("label")
     key = ["label_id"] if "label_id" in rows else ["label"]
     if "category" in rows:
         rows = rows.assign(_cat=rows["category"].fillna("").astype(str))
-        if "label_id" in rows:  # categories in the order of their first class id
-            first = rows.groupby("_cat")["label_id"].min().sort_values()
-            ranks = {c: i for i, c in enumerate(first.index)}
-        else:  # alphabetical, as the Category/class folder tree sorts
-            ranks = {c: i for i, c in enumerate(sorted(rows["_cat"].unique()))}
+        others = rows[~rows["_cat"].isin(ASIT_CATEGORIES)]
+        if "label_id" in rows:
+            others = others.groupby("_cat")["label_id"].min().sort_values().index.tolist()
+        else:
+            others = sorted(others["_cat"].unique())
+        ranks = {c: i for i, c in enumerate([c for c in ASIT_CATEGORIES if c in set(rows["_cat"])] + others)}
         rows = rows.assign(_cat_rank=rows["_cat"].map(ranks))
         key = ["_cat_rank"] + key
     return rows.sort_values(key)["label"].tolist()
@@ -772,7 +777,9 @@ def plot_two_events(reports, samples, index: int = 0, sr: int = 16000, *, theme:
     """
     x = np.asarray(samples, dtype=np.float32)
     t = np.arange(x.size) / sr
-    rates = ("top1_is_one_of_the_two", "top2_accuracy", "follows_louder", "follows_longer", "heads_take_both_events")
+    rates = ["top1_is_one_of_the_two", "top2_accuracy", "follows_louder", "follows_longer"]
+    if any(rep.heads > 1 for rep in reports.values()):  # one head cannot split two events: no bar that reads 0.00
+        rates.append("heads_take_both_events")
     with _theme(theme):
         fig, axes = plt.subplots(len(reports) + 1, 1, figsize=(10, 2.6 * len(reports) + 3.2), constrained_layout=True)
         for ax, (name, rep) in zip(axes, reports.items()):
@@ -794,7 +801,7 @@ def plot_two_events(reports, samples, index: int = 0, sr: int = 16000, *, theme:
             h1, l1 = ax.get_legend_handles_labels()
             h2, l2 = twin.get_legend_handles_labels()
             ax.legend(h1 + h2, l1 + l2, loc="upper left", bbox_to_anchor=(1.07, 1.0), fontsize=7, framealpha=0.7)
-            ax.set(xlim=(0, t[-1] if t.size else 1), ylabel="amplitude",
+            ax.set(xlim=(0, t[-1] if t.size else 1), xlabel="time (s)", ylabel="amplitude",
                    title=f"{name} ({rep.pooling}, {rep.heads} head{'s' * (rep.heads > 1)}): predicted {row.top1}, "
                          f"then {row.top2}")
         ax = axes[-1]
@@ -805,6 +812,14 @@ def plot_two_events(reports, samples, index: int = 0, sr: int = 16000, *, theme:
             bars = ax.bar(np.arange(len(rates)) + (k - (len(reports) - 1) / 2) * width, values, width,
                           color=HEAD_COLORS[k % len(HEAD_COLORS)], label=f"{name} ({s['clips']} clips)")
             ax.bar_label(bars, fmt="%.2f", fontsize=7)
+        # every rate beside its chance: a random ranking for top-1/top-2, a coin for louder/longer
+        s = next(iter(reports.values())).summary()
+        chance = {"top1_is_one_of_the_two": s["top1_chance"], "top2_accuracy": s["top2_chance"],
+                  "follows_louder": 0.5, "follows_longer": 0.5}
+        marked = [(i, chance[r]) for i, r in enumerate(rates) if chance.get(r) is not None]
+        for k, (i, level) in enumerate(marked):
+            ax.hlines(level, i - 0.45, i + 0.45, colors="#333333", linestyles="--", lw=1.2,
+                      label="chance" if k == 0 else None)
         ax.set_xticks(np.arange(len(rates)), [r.replace("_", " ") for r in rates], fontsize=8)
         ax.set(ylim=(0, 1.1), ylabel="share of clips")
         ax.legend(fontsize=8)

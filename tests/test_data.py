@@ -397,3 +397,21 @@ def test_workers_that_cannot_start_fall_back_to_this_process(synth_small, tmp_pa
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "continuing in this process" in proc.stderr
     _assert_same_cache(tmp_path / "reference", tmp_path / "stdin")
+
+
+def test_every_figure_groups_the_categories_in_one_order():
+    """01's raw manifest (no label ids: a folder scan), 02's cache and 04's confusion (label ids in any order)
+    show ASiT's categories in the same order, so a class sits in the same block in every notebook."""
+    from asit_helpers import viz
+    from asit_helpers.data import ASIT_CATEGORIES, ESC22
+
+    labels = sorted(ESC22)  # a cache numbers classes alphabetically: airplane (Vehicles) is class 0
+    raw = pd.DataFrame({"label": labels, "category": [ESC22[c] for c in labels]})
+    cached = raw.assign(label_id=range(len(labels)))
+    for table in (raw, cached, cached.iloc[::-1]):
+        order = viz._class_order(table)
+        seen = list(dict.fromkeys(ESC22[c] for c in order))
+        assert seen == list(ASIT_CATEGORIES)
+    assert viz._class_order(raw) == viz._class_order(cached)
+    extra = pd.DataFrame({"label": ["dog", "beep", "zap"], "category": ["Animals", "Lab", "Lab"]})
+    assert viz._class_order(extra) == ["dog", "beep", "zap"]  # categories outside ASiT's come after them

@@ -230,6 +230,13 @@ def test_two_event_report(tmp_path):
     samples = load_audio(tmp_path / "two" / reports["single"].clips["path"].iloc[0])
     fig = plot_two_events(reports, samples, 0)
     assert len(fig.axes) >= 3
+    rates_ax = fig.axes[len(reports)]  # the bars, after one clip row per model (twins come later)
+    assert "heads take both events" in [t.get_text() for t in rates_ax.get_xticklabels()]
+    assert "chance" in rates_ax.get_legend_handles_labels()[1]
+    # one head cannot split two events: the single-head figure has no bar for it (it would read 0.00)
+    single_fig = plot_two_events({"single": reports["single"]}, samples, 0)
+    labels = [t.get_text() for t in single_fig.axes[1].get_xticklabels()]
+    assert "heads take both events" not in labels and "follows louder" in labels
     make_soundscapes(tmp_path / "one", clips_per_class=1, classes=classes, seconds=2.0, progress=False)
     with pytest.raises(ValueError, match="one event per clip"):
         two_event_report(single, tmp_path / "one")
