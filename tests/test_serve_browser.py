@@ -67,17 +67,28 @@ def _severe_console_errors(driver) -> list:
     return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
 
-def test_record_with_fake_microphone_shows_prediction_and_attention(server, make_chrome, mic_wav):
-    driver = make_chrome(fake_mic_wav=mic_wav)
+def _state_is(*states):
+    """A wait condition: the page's ``body[data-state]`` is one of ``states``."""
+    return lambda d: d.execute_script("return document.body.dataset.state") in states
+
+
+def _open_page(server, make_chrome, **chrome):
+    """A browser on the page, its script loaded and idle."""
+    driver = make_chrome(**chrome)
     driver.get(server.url + "/")
-    _wait(driver, lambda d: d.execute_script("return document.body.dataset.state") == "idle", "the page script")
+    _wait(driver, _state_is("idle"), "the page script")
+    return driver
+
+
+def test_record_with_fake_microphone_shows_prediction_and_attention(server, make_chrome, mic_wav):
+    driver = _open_page(server, make_chrome, fake_mic_wav=mic_wav)
     driver.find_element("id", "record-button").click()
-    _wait(driver, lambda d: d.execute_script("return document.body.dataset.state") == "recording", "recording")
+    _wait(driver, _state_is("recording"), "recording")
     # record for at least 1.5 s of page time, read from the page's own timer (no fixed sleep)
     _wait(driver, lambda d: float((d.find_element("id", "rec-time").text or "0 s").split()[0]) >= 1.5, "1.5 s recorded")
     level = driver.execute_script("return document.getElementById('level').value")
     driver.find_element("id", "stop-button").click()
-    _wait(driver, lambda d: d.execute_script("return document.body.dataset.state") in ("done", "error"), "a prediction")
+    _wait(driver, _state_is("done", "error"), "a prediction")
     result = _result(driver)
     assert result["error"] is None, result
     assert result["label"] in LABELS + ["no event"], result  # a steady fake-mic signal may be "no event"
@@ -94,11 +105,9 @@ def test_upload_in_the_browser_matches_the_api(server, make_chrome, tmp_path):
     path = tmp_path / "upload.wav"
     sf.write(path, tone(330.0, 7.0, 22050), 22050)  # longer than one 5 s window
     expected = requests.post(server.url + "/predict", files={"file": ("upload.wav", path.read_bytes())}, timeout=60).json()
-    driver = make_chrome()
-    driver.get(server.url + "/")
-    _wait(driver, lambda d: d.execute_script("return document.body.dataset.state") == "idle", "the page script")
+    driver = _open_page(server, make_chrome)
     driver.find_element("id", "file-input").send_keys(str(path))
-    _wait(driver, lambda d: d.execute_script("return document.body.dataset.state") in ("done", "error"), "a prediction")
+    _wait(driver, _state_is("done", "error"), "a prediction")
     result = _result(driver)
     assert result["error"] is None, result
     # the original file is sent, so the answer is the API's exactly (its no-event answer included)
@@ -116,9 +125,7 @@ def test_upload_in_the_browser_matches_the_api(server, make_chrome, tmp_path):
 
 def test_flat_attention_is_drawn_flat_at_the_uniform_line(server, make_chrome):
     """Evenly spread attention must not look like a confident curve: it is drawn at 1x uniform, a quarter up."""
-    driver = make_chrome()
-    driver.get(server.url + "/")
-    _wait(driver, lambda d: d.execute_script("return document.body.dataset.state") == "idle", "the page script")
+    driver = _open_page(server, make_chrome)
     rows = driver.execute_async_script("""
         const done = arguments[arguments.length - 1];
         import("./static/recorder.js").then((m) => {
@@ -145,14 +152,12 @@ def test_bad_upload_shows_the_servers_message(server, make_chrome, tmp_path):
     sf.write(good, tone(440.0, 1.0, 16000), 16000)
     path = tmp_path / "notes.wav"
     path.write_text("these are notes, not audio", encoding="utf-8")
-    driver = make_chrome()
-    driver.get(server.url + "/")
-    _wait(driver, lambda d: d.execute_script("return document.body.dataset.state") == "idle", "the page script")
+    driver = _open_page(server, make_chrome)
     driver.find_element("id", "file-input").send_keys(str(good))
-    _wait(driver, lambda d: d.execute_script("return document.body.dataset.state") == "done", "the first prediction")
+    _wait(driver, _state_is("done"), "the first prediction")
     assert driver.find_element("id", "result").is_displayed()
     driver.find_element("id", "file-input").send_keys(str(path))
-    _wait(driver, lambda d: d.execute_script("return document.body.dataset.state") == "error", "the error message")
+    _wait(driver, _state_is("error"), "the error message")
     message = driver.find_element("id", "error").text
     assert "415" in message and "notes.wav" in message and "not an audio file" in message
     assert message.count("notes.wav") == 1, message  # the file is named once, not by the page and the server
@@ -164,22 +169,18 @@ def test_bad_upload_shows_the_servers_message(server, make_chrome, tmp_path):
 def test_long_file_names_keep_their_extension(server, make_chrome, tmp_path):
     path = tmp_path / ("a_very_long_field_recording_name_" * 4 + "final.wav")
     sf.write(path, tone(440.0, 1.0, 16000), 16000)
-    driver = make_chrome()
-    driver.get(server.url + "/")
-    _wait(driver, lambda d: d.execute_script("return document.body.dataset.state") == "idle", "the page script")
+    driver = _open_page(server, make_chrome)
     driver.find_element("id", "file-input").send_keys(str(path))
-    _wait(driver, lambda d: d.execute_script("return document.body.dataset.state") == "done", "the prediction")
+    _wait(driver, _state_is("done"), "the prediction")
     shown = driver.find_element("id", "file-name").text
     assert shown.endswith("final.wav") and "\u2026" in shown and len(shown) <= 60, shown
     assert driver.find_element("id", "file-name").get_attribute("title") == path.name
 
 
 def test_missing_or_refused_microphone_shows_a_message(server, make_chrome):
-    driver = make_chrome()  # no fake device: headless Chromium has no microphone at all
-    driver.get(server.url + "/")
-    _wait(driver, lambda d: d.execute_script("return document.body.dataset.state") == "idle", "the page script")
+    driver = _open_page(server, make_chrome)  # no fake device: headless Chromium has no microphone at all
     driver.find_element("id", "record-button").click()
-    _wait(driver, lambda d: d.execute_script("return document.body.dataset.state") == "error", "the error message")
+    _wait(driver, _state_is("error"), "the error message")
     assert driver.find_element("id", "error").is_displayed()
     assert "no microphone was found" in driver.find_element("id", "error").text.lower()
     assert not driver.find_element("id", "record-button").get_attribute("disabled")
@@ -199,9 +200,7 @@ def test_missing_or_refused_microphone_shows_a_message(server, make_chrome):
 
 def test_the_streaming_resampler_keeps_speech_band_and_removes_aliases(server, make_chrome):
     """Where the AudioContext will not run at 16 kHz, recorder.js resamples the microphone itself, block by block."""
-    driver = make_chrome()
-    driver.get(server.url + "/")
-    _wait(driver, lambda d: d.execute_script("return document.body.dataset.state") == "idle", "the page script")
+    driver = _open_page(server, make_chrome)
     result = driver.execute_async_script("""
         const done = arguments[arguments.length - 1];
         import("./static/recorder.js").then((m) => {
