@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import shutil
 import time
 import warnings
@@ -45,6 +46,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -61,6 +63,8 @@ MODES = ("head", "partial", "full")
 BALANCE = ("none", "weights", "sampler")
 METRICS = ("macro_f1", "accuracy")
 _STATE_PREFIX = "state-"
+#: each process's RNG states in a resume state (see :func:`save_rng_states`)
+_RNG_FILE = "rng_states_{rank}.safetensors"
 
 
 def _setting(default=None, help: str = "", *, factory=None, **extra):
@@ -723,6 +727,41 @@ def _out_of_memory(run: _Run, state: _State, exc: BaseException) -> OutOfMemoryE
     return OutOfMemoryError(f"{text}\n  ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})")
 
 
+def save_rng_states(path: Path) -> None:
+    """Write the global RNG states (torch CPU and CUDA, numpy, Python) as tensors in a safetensors file.
+
+    Accelerate's ``save_state`` saves them too, but its ``load_state`` reads them back with ``torch.load``, and
+    where that fails it only logs at info level and trains on with whatever the RNGs hold: numpy < 1.25 under
+    torch >= 2.6 (``weights_only`` refuses numpy's uint32 dtype), accelerate 0.30 to 1.15 alike. The resumed run
+    then drew other dropout and SpecAugment masks than the interrupted one. Plain tensors load everywhere."""
+    keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)[1:]
+    version, internal, gauss_next = random.getstate()
+    tensors = {
+        "torch": torch.get_rng_state(),
+        "numpy": torch.tensor([*keys.tolist(), pos, has_gauss], dtype=torch.int64),
+        "numpy_gauss": torch.tensor([gauss], dtype=torch.float64),
+        "python": torch.tensor([version, *internal], dtype=torch.int64),
+        "python_gauss": torch.tensor([] if gauss_next is None else [gauss_next], dtype=torch.float64),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors.update({f"cuda_{i}": state for i, state in enumerate(torch.cuda.get_rng_state_all())})
+    save_file(tensors, str(path))
+
+
+def load_rng_states(path: Path) -> None:
+    """Restore what :func:`save_rng_states` wrote."""
+    saved = load_file(str(path))
+    torch.set_rng_state(saved["torch"])
+    numpy = saved["numpy"].tolist()
+    np.random.set_state(("MT19937", np.asarray(numpy[:-2], dtype=np.uint32), numpy[-2], numpy[-1],
+                         float(saved["numpy_gauss"][0])))
+    python, gauss_next = saved["python"].tolist(), saved["python_gauss"].tolist()
+    random.setstate((python[0], tuple(python[1:]), gauss_next[0] if gauss_next else None))
+    cuda = [saved[f"cuda_{i}"] for i in range(len(saved)) if f"cuda_{i}" in saved]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+
+
 class _Checkpoints:
     """The checkpoint directory: the best model, resume states, the final metrics; every write atomic."""
 
@@ -766,6 +805,9 @@ class _Checkpoints:
         if diff:
             raise ValueError(f"{state_dir}: cannot resume, these settings differ from the interrupted run: {diff}")
         self.accelerator.load_state(str(state_dir))
+        rng_file = state_dir / _RNG_FILE.format(rank=self.accelerator.process_index)
+        if rng_file.exists():  # states written before this file existed rely on Accelerate's own restore
+            load_rng_states(rng_file)
         state = _State.from_json(saved)
         if self.main:
             print(f"resuming {self.out} from step {state.step} (epoch {state.epoch + 1}, batch {state.batch})")
@@ -780,6 +822,7 @@ class _Checkpoints:
             tmp.mkdir(parents=True, exist_ok=True)
         self.accelerator.wait_for_everyone()
         self.accelerator.save_state(str(tmp))
+        save_rng_states(tmp / _RNG_FILE.format(rank=self.accelerator.process_index))
         self.accelerator.wait_for_everyone()
         if self.main:
             atomic_write_text(tmp / "trainer_state.json", json.dumps(state.to_json(self.args), indent=1,

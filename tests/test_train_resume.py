@@ -76,3 +76,48 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(train_cache, tmp_pa
         torch.testing.assert_close(wa[name], wb[name], rtol=1e-5, atol=1e-6, msg=name)
     assert json.loads((out / "metrics.json").read_text())["completed"]
     assert not (out / "resume").exists()
+
+
+def test_resume_replays_the_rng_even_when_accelerate_cannot_restore_it(train_cache, tmp_path):
+    """Accelerate's ``load_state`` only logs (info level) when it cannot read its RNG file back (numpy < 1.25
+    under torch >= 2.6: ``weights_only`` refuses numpy's uint32 dtype) and trains on with the RNGs as they are.
+    The resume state's own ``rng_states_0.safetensors`` restores them: with Accelerate's file gone, the resumed
+    run still draws the interrupted run's dropout and SpecAugment masks and ends with its weights."""
+    kw = dict(preset="tiny", mode="full", epochs=1, batch_size=4, save_every=2, lr_head=3e-3, lr_backbone=1e-3,
+              progress=False)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop(info):
+        if info["step"] == 3:  # after the state of step 2 was written
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(train_cache, tmp_path / "cut", callbacks=[stop], **kw)
+    state = tmp_path / "cut" / "resume" / "state-00000002"
+    assert (state / "rng_states_0.safetensors").exists()
+    for accelerate_rng in state.glob("random_states_*.pkl"):
+        accelerate_rng.unlink()
+    resumed = train(train_cache, tmp_path / "cut", resume=True, **kw)
+    assert resumed.resumed_from == 2
+    train(train_cache, tmp_path / "whole", **kw)
+    wa, wb = load_file(str(tmp_path / "cut" / "model.safetensors")), load_file(str(tmp_path / "whole" / "model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wb)
+
+
+def test_rng_states_round_trip(tmp_path):
+    import random
+
+    import numpy as np
+
+    from asit_helpers.train import load_rng_states, save_rng_states
+
+    random.gauss(0, 1)  # Python's and numpy's cached Gaussian halves are part of the state too
+    np.random.standard_normal()
+    save_rng_states(tmp_path / "rng.safetensors")
+    first = (torch.rand(5), np.random.rand(3), np.random.standard_normal(), random.random(), random.gauss(0, 1))
+    torch.manual_seed(123), np.random.seed(123), random.seed(123)
+    load_rng_states(tmp_path / "rng.safetensors")
+    again = (torch.rand(5), np.random.rand(3), np.random.standard_normal(), random.random(), random.gauss(0, 1))
+    assert torch.equal(first[0], again[0]) and np.array_equal(first[1], again[1]) and first[2:] == again[2:]
