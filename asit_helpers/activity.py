@@ -2,14 +2,16 @@
 
 A classifier trained on 22 classes names one of them for anything, silence included. This module decides, from the
 audio alone, whether a stretch of sound stands out from its own background: an **energy gate against the noise
-floor** of the recording (or of a listening session's recent past). ``predict`` (whole clip against the clip's own
-floor), ``asit timeline`` and live listening (the newest hop against the session's floor) all ask :func:`judge`.
+floor** of a listening session's recent past: live listening and ``asit timeline`` judge the newest hop against
+the session's floor (:func:`judge`). A single clip (``predict``, ``/predict``) has no past: :func:`judge_clip` calls
+it "no event" only when it is silent or, when the room's floor is known, against that floor.
 
 Why energy and not the model's confidence: measured on silence, room-like noise and the synthetic events between
 them (``bench/no_event.py``; figures in bench/README.md), a model trained on the synthetic classes is about as
 confident on event-free windows as on events, so a confidence band cannot tell them apart, while the level above the
-floor can. Its limit is stated in the reason it gives: a sound that never stops (rain through a whole clip) *is*
-the clip's background; a listening session sees it start, because its floor comes from the seconds before.
+floor can. Its limit: a sound that never stops (rain through a whole clip) *is* the clip's background, so a single clip
+is not gated against its own floor; a listening session sees such a sound start, because its floor comes from the
+seconds before (and after half a minute of it, the sound has become the room).
 
 Levels are in dB of mean square (0 dB = a full-scale square wave; a full-scale sine is -3 dB), over 50 ms frames.
 """
@@ -38,6 +40,10 @@ SILENCE_DB = -60.0
 #: A listening session's floor comes from this much of its recent past (seconds).
 FLOOR_HISTORY_S = 30.0
 
+#: What to tell a user about a steady single clip (``Activity.steady``): the CLI prints it, the page shows its own.
+STEADY_NOTE = ("steady sound: nothing in the clip stands out from its own level, so it is one sound throughout or "
+               "background only; the answer is the model's alone")
+
 _TINY = 1e-12
 
 
@@ -50,6 +56,8 @@ class Activity:
         reason: a sentence saying why there is no event (None when there is one).
         level_db: how far the loudest 250 ms stands above the noise floor (dB).
         peak_db: level of the loudest 250 ms (dB of mean square); floor_db: the noise floor used.
+        steady: a single clip in which nothing stands out from its own level (one sound throughout, or steady
+            background: the gate cannot tell which, so the model's answer stands; :func:`judge_clip`).
     """
 
     no_event: bool
@@ -57,6 +65,7 @@ class Activity:
     level_db: float
     peak_db: float
     floor_db: float
+    steady: bool = False
 
     def to_dict(self) -> dict:
         return {"no_event": self.no_event, "no_event_reason": self.reason, "level_db": round(self.level_db, 2)}
@@ -104,6 +113,25 @@ def judge(
                               f"{level:.1f} dB above the noise floor; an event needs {margin_db:g} dB)",
                         level, peak, floor)
     return Activity(False, None, level, peak, floor)
+
+
+def judge_clip(samples: np.ndarray, floor_db: float | None = None, silence_db: float = SILENCE_DB) -> Activity:
+    """Does a single clip (``predict``) hold an event? Against ``floor_db`` when the room's floor is known (then as
+    :func:`judge`); without one, only silence is "no event" and otherwise the model's answer stands.
+
+    Why not the clip's own floor: a clip that is one sound from start to end (rain, an engine, a held whistle: many
+    ESC-50 and UrbanSound8K clips) has no quieter part, so against its own median it "stands out" by 0 dB and would
+    be called nothing although the model names it (bench/no_event.py's ``sustained`` group). ``level_db`` still
+    says how far the loudest 250 ms stands above the clip's own median, and ``steady`` is True when nothing stands
+    out from it (then the clip is one sound throughout, or background only, and the model's answer is all there is:
+    measured, neither a confidence band nor a fixed attention threshold separates the two across checkpoints).
+    """
+    if floor_db is not None:
+        return judge(samples, floor_db=floor_db, silence_db=silence_db)
+    own = judge(samples, silence_db=silence_db)
+    if own.peak_db < silence_db:
+        return own
+    return Activity(False, None, own.level_db, own.peak_db, own.floor_db, steady=own.no_event)
 
 
 class NoiseFloor:

@@ -41,6 +41,7 @@ def _cache(path: Path) -> Path:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from .activity import STEADY_NOTE
     from .inference import predict
     from .model import load_model
 
@@ -65,6 +66,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                   f"{len(pred.windows)} window(s){how}")
             if pred.no_event:
                 print(f"  {pred.no_event_reason}: {pred.label} is only the model's guess")
+            elif pred.steady:
+                print(f"  {STEADY_NOTE}")
     if args.json:
         print(json.dumps(results[0] if len(results) == 1 else results, indent=1))
     return 1 if failures else 0

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .activity import SILENCE_DB, Activity, judge
+from .activity import SILENCE_DB, Activity, judge_clip
 from .audio import SAMPLE_RATE, AudioError, AudioSource, load_audio, resample, to_mono, too_short_reason, window_starts
 from .fast_inference import build_fast_copy
 from .model import AsitClassifierOutput, AsitForAudioClassification, load_model
@@ -71,10 +71,14 @@ class Prediction:
         source: the file name, or ``"<array>"``.
         precision: what the backbone ran in: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
         aggregation: how the windows became one answer (a key of :data:`AGGREGATIONS`).
-        no_event: True when nothing in the clip stands out from its own noise floor (or it is silent): then
-            ``label`` is the model's guess, not an event (:func:`asit_helpers.activity.judge`).
+        no_event: True when the clip is silent, or (given ``predict(noise_floor_db=...)``) nothing in it stands out
+            from that floor; a taught model's background answer too. Then ``label`` is the model's guess, not an
+            event (:func:`asit_helpers.activity.judge_clip`). A clip that is one steady sound is not "no event".
         no_event_reason: why there is no event (None when there is one).
-        level_db: how far the clip's loudest 250 ms stands above its noise floor (dB).
+        level_db: how far the clip's loudest 250 ms stands above the noise floor (the given one, else the clip's
+            own median) (dB).
+        steady: nothing in the clip stands out from its own level: one sound from start to end, or background
+            only; the energy gate cannot tell which, so ``label`` is the model's answer alone.
     """
 
     label: str
@@ -91,6 +95,7 @@ class Prediction:
     no_event: bool = False
     no_event_reason: str | None = None
     level_db: float | None = None
+    steady: bool = False
 
     def to_dict(self, include_weights: bool = True) -> dict[str, Any]:
         """JSON-ready: the shape the CLI's ``--json`` and the server's ``/predict`` return."""
@@ -106,6 +111,7 @@ class Prediction:
             "no_event": bool(self.no_event),
             "no_event_reason": self.no_event_reason,
             "level_db": None if self.level_db is None else round(float(self.level_db), 2),
+            "steady": bool(self.steady),
             "windows": [
                 {
                     "start_s": round(w.start_s, 4),
@@ -370,6 +376,7 @@ def predict(
     forward: Any = None,
     layout: str | None = None,
     aggregation: str = "peak",
+    noise_floor_db: float | None = None,
 ) -> Prediction:
     """Classify one clip.
 
@@ -389,6 +396,8 @@ def predict(
         layout: for a 2-D array, ``"channels_first"`` `(channels, samples)` or ``"channels_last"``
             `(samples, channels)`; its channels are averaged (see :func:`asit_helpers.audio.to_mono`).
         aggregation: how a multi-window recording's answer is formed (:data:`AGGREGATIONS`).
+        noise_floor_db: the room's noise floor (dB, as :mod:`asit_helpers.activity` measures it) when known: the
+            clip is "no event" unless it stands out from it. Default: only silence is "no event".
 
     Returns:
         a :class:`Prediction`.
@@ -453,7 +462,7 @@ def predict(
         source=source,
         precision=precision if model.dtype == torch.float32 else _DTYPE_NAMES.get(model.dtype, str(model.dtype)),
         aggregation=aggregation,
-        **no_event_fields(judge(samples), ranked[0][0], model.config),
+        **no_event_fields(judge_clip(samples, noise_floor_db), ranked[0][0], model.config),
     )
 
 
@@ -465,12 +474,12 @@ def no_event_fields(activity: Activity, label: str, config: Any) -> dict[str, An
     a sustained taught sound (a whistle held for the whole window) has no quieter part for the gate to measure
     against, so the gate would call it nothing."""
     taught = getattr(config, "no_event_label", None)
+    common = {"level_db": activity.level_db, "steady": activity.steady}
     if taught is None or (activity.no_event and activity.peak_db < SILENCE_DB):
-        return {"no_event": activity.no_event, "no_event_reason": activity.reason, "level_db": activity.level_db}
+        return {"no_event": activity.no_event, "no_event_reason": activity.reason, **common}
     if label == taught:
-        return {"no_event": True, "no_event_reason": f"the taught background answer ({taught!r})",
-                "level_db": activity.level_db}
-    return {"no_event": False, "no_event_reason": None, "level_db": activity.level_db}
+        return {"no_event": True, "no_event_reason": f"the taught background answer ({taught!r})", **common}
+    return {"no_event": False, "no_event_reason": None, **common}
 
 
 def check_min_length(n_samples: int, model: AsitForAudioClassification, source: str = "<array>") -> None:

@@ -218,7 +218,10 @@ class ListenSession:
         with self._state:
             due, self._classified_hops = self.hops - self._classified_hops, self.hops
             self.dropped_hops += due - 1  # every hop due but the newest is skipped, not queued
-            n = min(self._buf.size, self._window)
+            # whole hops only: while the first window fills, every session classifies the same few lengths (hop,
+            # 2 hops, ...), not whatever the chunks summed to; each new input length costs the CPU backends new
+            # kernels and buffers that they keep (server memory grew with every session start)
+            n = min(self._buf.size // self._hop * self._hop, self._window)
             samples = self._buf[-n:].copy()
             start = self.received - n
         return _Window(samples, start, samples[-min(self._hop, n):])

@@ -43,6 +43,23 @@ def feed_all(session: ListenSession, x: np.ndarray, chunk_s: float) -> list[dict
 # -- ring buffer and hops ---------------------------------------------------------------------------------------------
 
 
+def test_windows_are_whole_hops_whatever_the_chunk_sizes(model):
+    """Every session classifies the same few lengths while its first window fills (hop, 2 hops, ..., the window),
+    not whatever its chunks summed to: each new length costs the CPU backends kernels and buffers they keep."""
+    rng = np.random.default_rng(4)
+    lengths = set()
+    for _ in range(3):
+        session = ListenSession(model, hop_s=0.5, window_s=2.0)
+        x = noise(4.0, seed=int(rng.integers(100)))
+        i = 0
+        while i < x.size:
+            step = int(rng.integers(400, 5000))
+            for u in session.feed(x[i : i + step]):
+                lengths.add(round(u["t_end_s"] - u["window_start_s"], 4))
+            i += step
+    assert lengths <= {0.5, 1.0, 1.5, 2.0} and 2.0 in lengths, lengths
+
+
 def test_one_update_per_hop_and_a_bounded_buffer(model):
     session = ListenSession(model, hop_s=0.5, window_s=2.0)
     updates = feed_all(session, noise(6.0), 0.1)
@@ -211,6 +228,64 @@ def test_predict_says_when_there_is_no_event(model):
     audio, _ = render_clip("dog", clip_seed(0, 0, 0), snr_db=(15.0, 15.0))
     loud = predict(model, audio, precision="fp32")
     assert not loud.no_event and loud.no_event_reason is None and loud.level_db > activity.EVENT_MARGIN_DB
+
+
+def sustained(name: str, seconds: float = 5.0, snr_db: float = 10.0, seed: int = 3) -> np.ndarray:
+    """Class ``name``'s sound from start to end over room noise (rain through a whole clip)."""
+    spec = next(c for c in SYNTH_CLASSES if c.name == name)
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+    x = BACKGROUNDS["room"](rng, n)  # unit power
+    event = spec.make(rng, n)
+    x += event * np.sqrt(10 ** (snr_db / 10) / np.mean(event**2))
+    return (0.5 * x / np.abs(x).max()).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", ["rain", "engine", "car_horn", "stream"])
+def test_a_single_clip_of_one_sustained_sound_is_named_not_no_event(model, name):
+    from asit_helpers.inference import predict
+
+    clip = sustained(name)
+    assert activity.judge(clip).no_event  # against its own floor it stands out from nothing: the old defect
+    act = activity.judge_clip(clip)
+    assert not act.no_event and act.reason is None and act.steady
+    pred = predict(model, clip, precision="fp32")
+    assert not pred.no_event and pred.no_event_reason is None and pred.steady
+    body = pred.to_dict()
+    assert body["no_event"] is False and body["steady"] is True and body["label"] == pred.label
+
+
+def test_single_clips_silence_room_noise_and_events_with_and_without_a_known_floor(model):
+    from asit_helpers.inference import predict
+
+    rng = np.random.default_rng(8)
+    room = (0.02 * BACKGROUNDS["room"](rng, 5 * SR)).astype(np.float32)
+    floor = activity.noise_floor_db(activity.frame_levels_db(room))
+    event, _ = render_clip("dog", clip_seed(0, 0, 0), snr_db=(15.0, 15.0))
+    event = (event * 0.02 / np.sqrt(np.mean(event[: SR // 2] ** 2))).astype(np.float32)  # the same room level
+    silent = predict(model, np.zeros(5 * SR, np.float32), precision="fp32")
+    assert silent.no_event and silent.no_event_reason.startswith("silence") and not silent.steady
+    # room noise alone: nothing stands out, but without the room's floor it could as well be one steady sound
+    alone = predict(model, room, precision="fp32")
+    assert not alone.no_event and alone.steady
+    # with the room's floor known (a listening session's, say) the same clip is no event, the event still one
+    known = predict(model, room, precision="fp32", noise_floor_db=floor)
+    assert known.no_event and "nothing stands out" in known.no_event_reason
+    heard = predict(model, event, precision="fp32", noise_floor_db=floor)
+    assert not heard.no_event and heard.level_db > activity.EVENT_MARGIN_DB
+    assert not predict(model, event, precision="fp32").no_event and not predict(model, event, precision="fp32").steady
+
+
+def test_a_live_session_hears_a_sustained_sound_start(model):
+    """Live keeps the session's floor over time: a sound that then lasts is an event when it starts."""
+    rng = np.random.default_rng(9)
+    x = BACKGROUNDS["room"](rng, 10 * SR)  # unit power
+    rain = next(c for c in SYNTH_CLASSES if c.name == "rain").make(rng, 4 * SR)
+    x[6 * SR :] += rain * np.sqrt(10 ** (12 / 10) / np.mean(rain**2))  # from 6 s to the end, 12 dB over the room
+    updates = timeline(model, (0.02 * x).astype(np.float32), hop_s=0.5)
+    quiet_hops = [u["no_event"] for u in updates if u["t_end_s"] <= 6.0]
+    rain_hops = [u["no_event"] for u in updates if 6.0 < u["t_end_s"] <= 8.0]
+    assert np.mean(quiet_hops) >= 0.9 and not any(rain_hops), (quiet_hops, rain_hops)
 
 
 def test_a_live_stream_says_no_event_between_events_and_event_during_them(model):

@@ -23,6 +23,7 @@ function clearResult() {
   $("result-score").textContent = "";
   $("result-meta").textContent = "";
   $("result-aggregation").hidden = true;
+  $("result-steady").hidden = true;
   $("topk").replaceChildren();
   $("windows").replaceChildren();
 }
@@ -103,6 +104,8 @@ function render(data, samples) {
   const nWin = data.windows.length;
   $("result-meta").textContent =
     `${data.duration_s.toFixed(2)} s · ${nWin} window${nWin === 1 ? "" : "s"} · ${Math.round(data.latency_ms)} ms on the server`;
+  const steady = $("result-steady");
+  steady.hidden = !(data.steady && !data.no_event);  // one sound throughout, or background only: the model's answer
   const how = $("result-aggregation");
   how.hidden = !(nWin > 1 && data.aggregation_how);
   how.textContent = nWin > 1 && data.aggregation_how
