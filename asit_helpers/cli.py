@@ -475,7 +475,7 @@ def _add_preprocess(sub) -> None:
 
 
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="run the notebook suite 01-07 offline (synthetic data, tiny preset) into --out")
+    p = sub.add_parser("demo", help="run the notebook suite 01-07 offline (synthetic data, the tiny-fb preset) into --out")
     p.add_argument("--out", type=Path, default=Path("outputs"), help="workspace: executed notebooks, figures, data")
     p.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="run these notebooks only (names as in notebooks/)")
     p.add_argument("--smoke", action="store_true", help="seconds-long training (what CI runs)")

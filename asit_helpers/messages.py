@@ -211,7 +211,7 @@ def _one_line(text: str, limit: int = 200) -> str:
 # -- the notebooks' two-line form ---------------------------------------------------------------------------------
 
 #: How a notebook user gets round a missing network or Hub.
-NOTEBOOK_OFFLINE = "set OFFLINE = True in the parameters cell (synthetic data and the tiny preset, no downloads)"
+NOTEBOOK_OFFLINE = "set OFFLINE = True in the parameters cell (synthetic data and the tiny-fb preset, no downloads)"
 
 
 @dataclass(frozen=True)

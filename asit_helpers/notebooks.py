@@ -4,7 +4,7 @@ headless (``asit demo``, ``make demo``, the tests) is :mod:`asit_helpers.suite`.
 * The repository slug and branch the Colab badges and the Colab install line point at (:data:`REPO`,
   :data:`BRANCH`; a test checks every notebook against them).
 * The switches a notebook reads after its ``parameters`` cell: :func:`offline_requested` (``ASIT_OFFLINE=1`` or
-  ``CI`` → synthetic soundscapes and the tiny preset) and :func:`smoke_requested` (``CI`` → training cut to
+  ``CI`` → synthetic soundscapes and the tiny-fb preset) and :func:`smoke_requested` (``CI`` → training cut to
   seconds).
 * :class:`Workspace`: the folders the notebooks hand work to each other through (data, cache, checkpoints,
   figures, reports).
@@ -123,7 +123,7 @@ def badge_row(name: str) -> str:
 
 
 def offline_requested(offline: bool = False) -> bool:
-    """The offline default (synthetic soundscapes, tiny preset) when asked for in the notebook, by
+    """The offline default (synthetic soundscapes, the tiny-fb preset) when asked for in the notebook, by
     ``ASIT_OFFLINE=1``, or in CI (``CI`` set: CI machines have no Kaggle credentials or GPU)."""
     env = os.environ
     return bool(offline) or env.get("ASIT_OFFLINE", "").lower() in _TRUE or bool(env.get("CI"))
