@@ -47,6 +47,7 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path, PureWindowsPath
@@ -108,20 +109,24 @@ def _error(status: int, message: str, **extra: Any) -> tuple[Response, int]:
 
 
 class LockedPredictor:
-    """``predict`` under one lock: requests take turns; each forward pass uses all of torch's threads."""
+    """``predict`` on one worker thread: requests take turns; each forward pass uses all of torch's threads.
+
+    Why one thread rather than a lock on whichever request thread came: each thread that runs forward passes
+    keeps its own allocator arena and intra-op thread team, so spread over waitress's threads the server's memory
+    grew with every thread that had served one (bench/live.py: RSS grew over a listening run after the warm-up).
+    """
 
     mode = "lock"
 
     def __init__(self, model: AsitForAudioClassification):
         self.model = model
-        self._lock = threading.Lock()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asit-predict")
 
     def __call__(self, audio: Any, **kwargs):
-        with self._lock:
-            return predict(self.model, audio, **kwargs)
+        return self._worker.submit(predict, self.model, audio, **kwargs).result()
 
     def close(self) -> None:
-        pass
+        self._worker.shutdown(wait=False)
 
 
 @dataclass

@@ -7,6 +7,13 @@ rule), POSTs everything captured since its last request (at least ``--chunk-s``)
 update's latency is the time from the capture of the window's last sample to the answer arriving in the client
 (sound in -> result in the client). A chunk that made no hop due measures the transport alone (``transport_ms``).
 
+``updates_per_s`` is the rate a listener sees while listening: updates per second of the sound streamed between its
+first update and its last (a session's first hop is due only after ``hop_s`` of audio, so a rate over the whole
+wall time, given as ``updates_per_wall_s``, can never reach the hop rate; one over the updates' arrival times,
+``arrival_updates_per_s``, adds the first and last answers' latency jitter); ``server_updates_per_s`` is what the
+page shows: the server's own rate over the last 10 s of wall time, from its last answer. The warm-up is one session long enough to fill the model's
+window, as a user's first Listen is: the server has then seen every input length a session classifies.
+
 Runs with 1 listener, then with ``--listeners`` (default 4) at once; prints one JSON object with a run for each.
 
     python bench/live.py [--json] [--seconds 30] [--listeners 4] [--hop 0.5] [--threads 8]
@@ -50,7 +57,7 @@ def listener(url: str, audio: np.ndarray, args, out: dict, start: threading.Barr
     info = http.post(url + "/live", params={"hop_s": args.hop}, timeout=30).json()
     audio_url = f"{url}/{info['audio_url']}"
     max_chunk = int(info["max_chunk_s"] * SR)
-    latencies, transport, errors, skipped = [], [], [], 0
+    latencies, transport, errors, skipped, arrivals, heard, server_rate = [], [], [], 0, [], [], None
     sent = seq = 0  # samples sent (session time), chunks sent
     offset = 0  # captured-sample index minus session-sample index (grows if the client ever has to skip audio)
     start.wait()
@@ -82,15 +89,22 @@ def listener(url: str, audio: np.ndarray, args, out: dict, start: threading.Barr
         if resp.status_code != 200:
             errors.append(f"{resp.status_code}: {resp.text[:200]}")
             break
-        updates = resp.json()["updates"]
+        answer = resp.json()
+        updates = answer["updates"]
         if not updates:
             transport.append(answered - posted)
+        else:
+            arrivals.append(answered)
+            heard.append(updates[-1]["t_end_s"] + offset / SR)  # capture time of the newest update's sound
+            server_rate = answer["updates_per_s"]
         for u in updates:
             captured_at = t0 + (u["t_end_s"] * SR + offset) / SR
             latencies.append(answered - captured_at)
     stats = http.delete(f"{url}/live/{info['session']}", timeout=30).json()
     out.update(latencies=latencies, transport=transport, errors=errors, stats=stats, chunks=seq,
-               skipped_s=skipped / SR, wall_s=time.perf_counter() - t0)
+               skipped_s=skipped / SR, wall_s=time.perf_counter() - t0, server_rate=server_rate,
+               rate=(len(heard) - 1) / (heard[-1] - heard[0]) if len(heard) > 1 else 0.0,
+               arrival_rate=(len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) if len(arrivals) > 1 else 0.0)
 
 
 def run(server: ServerProcess, n: int, args) -> dict:
@@ -101,16 +115,25 @@ def run(server: ServerProcess, n: int, args) -> dict:
     threads = [threading.Thread(target=listener, args=(server.url, audio[i], args, outs[i], barrier)) for i in range(n)]
     for t in threads:
         t.start()
+    rss = []  # (seconds, MB) every second while the listeners stream: does memory settle or keep growing?
+    t0 = time.perf_counter()
+    while any(t.is_alive() for t in threads):
+        rss.append((time.perf_counter() - t0, server.rss_mb()))
+        time.sleep(1.0)
     for t in threads:
         t.join()
     rss_after = server.rss_mb()
+    half = [mb for t, mb in rss if t >= rss[-1][0] / 2] if rss else [rss_after]
     lat = np.concatenate([o.get("latencies", []) for o in outs])
     transport = np.concatenate([o.get("transport", []) for o in outs]) * 1000.0
     updates = sum(o["stats"].get("updates_given", 0) for o in outs)
     return {
         "listeners": n,
         "seconds": args.seconds,
-        "updates_per_s": round(updates / n / np.mean([o["wall_s"] for o in outs]), 3),  # per listener
+        "updates_per_s": round(float(np.mean([o["rate"] for o in outs])), 3),  # per listener, first to last update
+        "arrival_updates_per_s": round(float(np.mean([o["arrival_rate"] for o in outs])), 3),
+        "server_updates_per_s": round(float(np.mean([o["server_rate"] or 0.0 for o in outs])), 3),
+        "updates_per_wall_s": round(updates / n / np.mean([o["wall_s"] for o in outs]), 3),
         "hop_rate_per_s": round(1.0 / args.hop, 3),
         "latency_p50_s": round(float(np.percentile(lat, 50)), 3) if lat.size else None,
         "latency_p95_s": round(float(np.percentile(lat, 95)), 3) if lat.size else None,
@@ -126,6 +149,8 @@ def run(server: ServerProcess, n: int, args) -> dict:
         "first_error": next((o["errors"][0] for o in outs if o["errors"]), None),
         "rss_mb_before": round(rss_before, 1),
         "rss_mb_after": round(rss_after, 1),
+        "rss_mb_max": round(max([mb for _, mb in rss] + [rss_after]), 1),
+        "rss_mb_second_half_growth": round(rss_after - half[0], 1),  # after the first half of the run
     }
 
 
@@ -148,16 +173,20 @@ def main() -> int:
         checkpoint = save_random_model(args.preset, Path(tmp))
         with ServerProcess(checkpoint, threads=args.threads,
                            extra_args=["--max-listeners", str(max(4, args.listeners))]) as server:
-            warm = run(server, 1, argparse.Namespace(**{**vars(args), "seconds": 4.0}))  # bf16 copy, first passes
+            window_s = json.loads((checkpoint / "config.json").read_text())["clip_seconds"]
+            # the bf16 copy and every length a session classifies while its first window fills
+            warm = run(server, 1, argparse.Namespace(**{**vars(args), "seconds": window_s + 1.5}))
             say(f"warm-up: {warm['updates']} updates, errors {warm['errors']}")
             runs = []
             for n in (1, args.listeners):
                 result = run(server, n, args)
                 runs.append(result)
-                say(f"{n} listener(s): {result['updates_per_s']} updates/s each (hop rate {result['hop_rate_per_s']}),"
+                say(f"{n} listener(s): {result['updates_per_s']} updates/s each (server says "
+                    f"{result['server_updates_per_s']}; hop rate {result['hop_rate_per_s']}),"
                     f" latency p50 {result['latency_p50_s']} s, p95 {result['latency_p95_s']} s, "
                     f"dropped {result['dropped_hops']}/{result['hops']} hops, errors {result['errors']}, "
-                    f"RSS {result['rss_mb_before']} -> {result['rss_mb_after']} MB, "
+                    f"RSS {result['rss_mb_before']} -> {result['rss_mb_after']} MB "
+                    f"(+{result['rss_mb_second_half_growth']} MB in its second half), "
                     f"transport p50 {result['transport_ms_p50']} ms")
     report = {"machine": machine_info(), "model": args.preset, "hop_s": args.hop, "chunk_s": args.chunk_s,
               "threads": args.threads, "transport": "chunked POSTs (raw float32), one request in flight per listener",
