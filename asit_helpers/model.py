@@ -510,8 +510,9 @@ class AsitForAudioClassification(AsitPreTrainedModel):
         mask = self._encoder_mask(hidden, frame_mask)
         encoder = self.backbone.encoder
         for layer in layers:
-            # LayerDrop, as the encoder's own loop applies it in training
-            if encoder.training and self.config.backbone_config.layerdrop > 0 and \
+            # LayerDrop, as the encoder's own loop applies it in training (to trained layers: frozen ones run
+            # in eval mode, as the partial-mode cache computed them)
+            if layer.training and self.config.backbone_config.layerdrop > 0 and \
                     torch.rand([]) < self.config.backbone_config.layerdrop:
                 continue
             out = layer(hidden, attention_mask=mask)
@@ -541,6 +542,13 @@ class AsitForAudioClassification(AsitPreTrainedModel):
         hidden = encoder.dropout(hidden)
         hidden = self._run_layers(hidden, encoder_mask, encoder.layers[:layer])
         return hidden, frame_mask
+
+    def lower_modules(self, layer: int) -> list[nn.Module]:
+        """The modules :meth:`encode_lower` runs below transformer layer ``layer`` (partial mode's frozen part)."""
+        encoder = self.backbone.encoder
+        norm = [] if self.config.backbone_config.do_stable_layer_norm else [encoder.layer_norm]
+        return [self.backbone.feature_extractor, self.backbone.feature_projection, encoder.pos_conv_embed, *norm,
+                encoder.dropout, *encoder.layers[:layer]]
 
     def encode_upper(self, hidden: torch.Tensor, frame_mask: torch.Tensor, layer: int) -> torch.Tensor:
         """Transformer layers ``layer`` and up (and a pre-norm encoder's final norm) on :meth:`encode_lower`'s

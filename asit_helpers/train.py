@@ -249,17 +249,33 @@ class TrainResult:
 
 class _Forward(nn.Module):
     """Wraps the model so waveforms and cached hidden states both go through ``forward`` (DDP's gradient sync
-    and Accelerate's autocast hook ``forward``; calling ``classify_hidden`` directly would bypass both)."""
+    and Accelerate's autocast hook ``forward``; calling ``classify_hidden`` directly would bypass both).
 
-    def __init__(self, model: AsitForAudioClassification, cached_layer: int | None = None):
+    ``split_layer`` (partial mode): the first trained transformer layer. The frozen part below it runs as the
+    fast path's cache computed it (:meth:`~AsitForAudioClassification.encode_lower`: eval mode, no gradients,
+    its random draws kept out of the global RNG), with or without the cache, so both paths train the same
+    thing, whatever the installed transformers draws from the RNG (wav2vec2 <= 5.15 draws a LayerDrop number in
+    every layer it runs, even at layerdrop 0)."""
+
+    def __init__(self, model: AsitForAudioClassification, split_layer: int | None = None):
         super().__init__()
         self.model = model
-        self.cached_layer = cached_layer  # partial mode's fast path: the cache holds this layer's input
+        self.split_layer = split_layer
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.split_layer is not None:
+            for module in self.model.lower_modules(self.split_layer):
+                module.eval()  # frozen: no dropout, as in the cache
+        return self
 
     def forward(self, input_values=None, attention_mask=None, hidden=None, frame_mask=None, **_):
+        if hidden is None and self.split_layer is not None:  # partial mode without the cache
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                hidden, frame_mask = self.model.encode_lower(input_values, attention_mask, self.split_layer)
         if hidden is not None:
-            if self.cached_layer is not None:
-                hidden = self.model.encode_upper(hidden, frame_mask, self.cached_layer)
+            if self.split_layer is not None:
+                hidden = self.model.encode_upper(hidden, frame_mask, self.split_layer)
             out = self.model.classify_hidden(hidden, frame_mask)
         else:
             out = self.model(input_values, attention_mask=attention_mask)
@@ -524,8 +540,15 @@ def _cached_part(args: TrainArgs, model: AsitForAudioClassification, train_idx) 
     if reason:
         raise ValueError(f"partial mode's fast path: {reason}; use fast=False (--no-fast)")
     views = int(args.cached_views) if args.augment is not None else 0
-    return {"layer": max(0, len(model.backbone.encoder.layers) - args.top_layers), "views": views,
+    return {"layer": _split_layer(args, model), "views": views,
             "view_clips": train_idx, "augment": args.augment, "seed": args.seed}
+
+
+def _split_layer(args: TrainArgs, model: AsitForAudioClassification) -> int | None:
+    """Partial mode: the first trained transformer layer, where the backbone is split (None: not split)."""
+    if args.mode != "partial" or model.split_supported():
+        return None
+    return max(0, len(model.backbone.encoder.layers) - args.top_layers)
 
 
 def _datasets(args: TrainArgs, cache, net, accelerator, train_idx, val_idx, embeddings_dir, progress):
@@ -577,8 +600,8 @@ def _prepare_run(args, cache, net, accelerator, ckpt, embeddings_dir, callbacks,
     optimizer = torch.optim.AdamW(_param_groups(net, args), weight_decay=args.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
     weights = _class_weights(train_labels, len(cache.labels)) if args.balance == "weights" else None
-    cached_layer = getattr(getattr(train_set, "store", None), "layer", None)  # partial mode's fast path
-    prepared = accelerator.prepare(_Forward(net, cached_layer), optimizer, train_dl, scheduler, *([val_dl] if val_dl else []))
+    split_layer = _split_layer(args, net)
+    prepared = accelerator.prepare(_Forward(net, split_layer), optimizer, train_dl, scheduler, *([val_dl] if val_dl else []))
     fwd, optimizer, train_dl, scheduler = prepared[:4]
     # One bar for the whole run and one printed line per epoch: a notebook shows one block, not one per epoch.
     bar = tqdm(total=args.epochs * len(train_dl), unit="batch", disable=not (progress and accelerator.is_main_process))

@@ -108,16 +108,16 @@ PARTIAL = dict(mode="partial", top_layers=1, epochs=2, batch_size=8, lr_head=5e-
                progress=False)
 
 
-def _quiet_model(labels) -> AsitForAudioClassification:
-    """tiny without SpecAugment's time masks, which the uncached path applies below the trained layers in training
-    (the cached path computes the frozen layers once, in eval mode), so both paths compute the same thing.
-
-    And without the head's dropout: its masks come from the global RNG, which transformers 5.15 and older (not
-    5.24) also draw from once per encoder layer for LayerDrop, even at layerdrop 0; the uncached path runs every
-    layer, the cached one only the trained ones, so the masks (not the computation compared here) would differ."""
+def _noisy_model(labels) -> AsitForAudioClassification:
+    """tiny with every kind of randomness on: dropout in the backbone's layers and front end, LayerDrop,
+    SpecAugment's time masks, the head's dropout. Partial mode runs the frozen layers as the cache computed them
+    (eval mode, their random draws kept out of the global RNG: transformers <= 5.15 draws a LayerDrop number in
+    every encoder layer it runs), so cached and uncached training draw the same masks in the trained layers."""
     torch.manual_seed(0)
-    return AsitForAudioClassification.from_backbone(Wav2Vec2Config(**TINY_BACKBONE, mask_time_prob=0.0),
-                                                    labels=list(labels), classifier_dropout=0.0)
+    noisy = dict(TINY_BACKBONE, hidden_dropout=0.1, attention_dropout=0.1, activation_dropout=0.1,
+                 feat_proj_dropout=0.1, layerdrop=0.1, mask_time_prob=0.05)
+    return AsitForAudioClassification.from_backbone(Wav2Vec2Config(**noisy), labels=list(labels),
+                                                    classifier_dropout=0.1)
 
 
 def _weights(path):
@@ -140,16 +140,17 @@ def test_partial_fast_path_defaults_and_choices():
 
 def test_partial_cached_trains_what_the_uncached_path_trains(train_cache, tmp_path):
     """Without augmentation, cached activations of the frozen layers train the same top layers and head as
-    running them every step (float16 storage is the only difference); the lower layers stay untouched."""
+    running them every step, dropout and LayerDrop included (float16 storage is the only difference); the lower
+    layers stay untouched."""
     labels = train_cache.labels
-    fast = train(train_cache, tmp_path / "fast", model=_quiet_model(labels), fast=True, augment=None,
+    fast = train(train_cache, tmp_path / "fast", model=_noisy_model(labels), fast=True, augment=None,
                  embeddings_dir=tmp_path / "emb", **PARTIAL)
-    slow = train(train_cache, tmp_path / "slow", model=_quiet_model(labels), fast=False, augment=None, **PARTIAL)
+    slow = train(train_cache, tmp_path / "slow", model=_noisy_model(labels), fast=False, augment=None, **PARTIAL)
     assert EmbeddingStore(tmp_path / "emb").layer == 1
     for a, b in zip(fast.history, slow.history):
         assert a["train_loss"] == pytest.approx(b["train_loss"], abs=5e-3)
         assert a["val_loss"] == pytest.approx(b["val_loss"], abs=5e-3)
-    wa, wb, w0 = _weights(tmp_path / "fast"), _weights(tmp_path / "slow"), _quiet_model(labels).state_dict()
+    wa, wb, w0 = _weights(tmp_path / "fast"), _weights(tmp_path / "slow"), _noisy_model(labels).state_dict()
     for name in ("classifier.weight", "backbone.encoder.layers.1.attention.q_proj.weight"):
         torch.testing.assert_close(wa[name], wb[name], atol=5e-3, rtol=0)
     assert not torch.equal(wa["backbone.encoder.layers.1.attention.q_proj.weight"],

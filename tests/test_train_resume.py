@@ -30,7 +30,9 @@ WORKER = textwrap.dedent(
     def hang(info):
         # stand-in for a Colab disconnect: stop making progress mid-epoch and wait to be killed
         if info["step"] == hang_at:
-            marker.write_text(json.dumps({k: v for k, v in info.items() if k != "model"}))
+            tmp = marker.with_suffix(".tmp")  # renamed into place: the test polls for the file and reads it at once
+            tmp.write_text(json.dumps({k: v for k, v in info.items() if k != "model"}))
+            tmp.replace(marker)
             time.sleep(600)
 
     train(AudioCache.open(cache_dir), out, callbacks=[hang], progress=False, **kw)
