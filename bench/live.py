@@ -7,12 +7,13 @@ rule), POSTs everything captured since its last request (at least ``--chunk-s``)
 update's latency is the time from the capture of the window's last sample to the answer arriving in the client
 (sound in -> result in the client). A chunk that made no hop due measures the transport alone (``transport_ms``).
 
-``updates_per_s`` is the rate a listener sees while listening: updates per second of the sound streamed between its
-first update and its last (a session's first hop is due only after ``hop_s`` of audio, so a rate over the whole
-wall time, given as ``updates_per_wall_s``, can never reach the hop rate; one over the updates' arrival times,
-``arrival_updates_per_s``, adds the first and last answers' latency jitter); ``server_updates_per_s`` is what the
-page shows: the server's own rate over the last 10 s of wall time, from its last answer. The warm-up is one session long enough to fill the model's
-window, as a user's first Listen is: the server has then seen every input length a session classifies.
+``updates_per_s`` is the rate a listener sees while listening: updates per second of the sound streamed between
+the hops its first and last updates answer. (A session's first hop is due only after ``hop_s`` of audio, so a rate
+over the whole wall time, ``updates_per_wall_s``, can never reach the hop rate; one over the updates' arrival
+times, ``arrival_updates_per_s``, adds the first and last answers' latency jitter.) ``server_updates_per_s`` is
+what the page shows: the server's own rate over the last 10 s of wall time, from its last answer. The warm-up is
+one session long enough to fill the model's window, as a user's first Listen is: the server has then seen every
+input length a session classifies.
 
 Runs with 1 listener, then with ``--listeners`` (default 4) at once; prints one JSON object with a run for each.
 
@@ -95,7 +96,8 @@ def listener(url: str, audio: np.ndarray, args, out: dict, start: threading.Barr
             transport.append(answered - posted)
         else:
             arrivals.append(answered)
-            heard.append(updates[-1]["t_end_s"] + offset / SR)  # capture time of the newest update's sound
+            # the newest hop boundary it answers, in capture time (its window ends wherever the chunk ended)
+            heard.append(updates[-1]["t_end_s"] // info["hop_s"] * info["hop_s"] + offset / SR)
             server_rate = answer["updates_per_s"]
         for u in updates:
             captured_at = t0 + (u["t_end_s"] * SR + offset) / SR
