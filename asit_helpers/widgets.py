@@ -60,6 +60,11 @@ def _esm(view: str = "widget/recorder_widget.js") -> str:
     return _asset("static/recorder.js") + "\n\n" + _asset(view)
 
 
+def _css(view: str) -> str:
+    """The views' shared controls (controls.css) followed by one view's own styles."""
+    return _asset("widget/controls.css") + "\n" + _asset(view)
+
+
 class Recorder(anywidget.AnyWidget):
     """Record button, level meter and status line; sends the recording to Python as 16 kHz mono WAV.
 
@@ -68,7 +73,7 @@ class Recorder(anywidget.AnyWidget):
     """
 
     _esm = _esm()
-    _css = _asset("widget/recorder_widget.css")
+    _css = _css("widget/recorder_widget.css")
     #: Recordings stop themselves after this many seconds.
     max_seconds = traitlets.Float(30.0).tag(sync=True)
     #: A line Python can show under the buttons.
@@ -99,7 +104,7 @@ class Listener(anywidget.AnyWidget):
     """
 
     _esm = _esm("widget/listen_widget.js")
-    _css = _asset("widget/listen_widget.css")
+    _css = _css("widget/listen_widget.css")
     #: The AudioWorklet module's text (capture-worklet.js): the view loads it from a blob: URL.
     worklet_source = traitlets.Unicode(_asset("static/capture-worklet.js")).tag(sync=True)
 

@@ -889,3 +889,43 @@ export function drawAttention(canvas, d) {
   canvas.dataset.attentionPeakRatio = peak.toFixed(3);
   canvas.dataset.scaleTop = String(top);
 }
+
+// ------------------------------------------------------------------------------------------------------------------
+// The notebook widget views' controls (Record and Listen share them; styles in widget/controls.css)
+// ------------------------------------------------------------------------------------------------------------------
+
+/** An element with a class name and text. */
+export function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+/**
+ * A widget view's frame: a row with a start button, Stop, a level meter and `extra` elements, then a status line.
+ * `show(text, kind)` sets the status line and its kind ("info", "error", ...; also the root's data-state).
+ * Returns {root, start, stop, bar, status, show}; the view appends the rest of its content to `root`.
+ */
+export function widgetControls({ rootClass, startClass, startText, stopClass, hint, extra = [] }) {
+  const root = element("div", `asit-widget ${rootClass}`);
+  const start = element("button", startClass, startText);
+  const stop = element("button", stopClass, "\u25A0 Stop");
+  const meter = element("div", "asit-meter");
+  const bar = element("div", "asit-meter-bar");
+  const status = element("div", "asit-status", hint);
+  status.setAttribute("role", "status");
+  status.setAttribute("aria-live", "polite");
+  start.type = stop.type = "button";
+  stop.disabled = true;
+  meter.appendChild(bar);
+  const row = element("div", "asit-row");
+  row.append(start, stop, meter, ...extra);
+  root.append(row, status);
+  const show = (text, kind) => {
+    status.textContent = text;
+    status.dataset.kind = kind || "info";
+    root.dataset.state = kind || "info";
+  };
+  return { root, start, stop, bar, status, show };
+}

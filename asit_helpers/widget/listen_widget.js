@@ -2,19 +2,12 @@
 // attention curve of the latest window, drawn by the same code as the web page's Listen mode.
 //
 // widgets.py puts asit_helpers/static/recorder.js (the one browser module shared with `asit serve`) in front of
-// this file, so startListening, Timeline, drawTimeline and drawAttention are in scope. The page sends its chunks
+// this file, so startListening, Timeline, drawTimeline, drawAttention and widgetControls are in scope. The page sends its chunks
 // over HTTP; here they go to the kernel as custom messages, one in flight at most (startListening's rule):
 //   {event: "listen-open", id}                   -> {reply: id, ok, body: session description | error}
 //   {event: "listen-audio", id, seq} + [f32le]    -> {reply: id, ok, body: {updates, dropped_hops, ...} | error}
 //   {event: "listen-close", id}                  -> {reply: id, ok, body: final counters}
 //   {event: "error", message}                    the microphone was refused / missing / lost (Python shows it)
-
-function node_(tag, className, text) {
-  const el = document.createElement(tag);
-  if (className) el.className = className;
-  if (text !== undefined) el.textContent = text;
-  return el;
-}
 
 /** startListening's transport over the widget's comm. */
 function commTransport(model) {
@@ -48,25 +41,17 @@ function commTransport(model) {
 }
 
 function render({ model, el }) {
-  const root = node_("div", "asit-listen");
-  const listen = node_("button", "asit-listen-start", "\u25C9 Listen");
-  const stop = node_("button", "asit-listen-stop", "\u25A0 Stop");
-  const meter = node_("div", "asit-meter");
-  const bar = node_("div", "asit-meter-bar");
-  const rate = node_("span", "asit-rate", "");
-  const status = node_("div", "asit-status", "Click Listen and allow the microphone: the timeline shows what the model hears.");
-  const now = node_("div", "asit-now", "");
-  const reason = node_("div", "asit-reason", "");
-  const timelineCanvas = node_("canvas", "asit-timeline");
-  const waveTitle = node_("div", "asit-caption", "");
-  const waveCanvas = node_("canvas", "asit-wave");
-  status.setAttribute("role", "status");
-  listen.type = stop.type = "button";
-  stop.disabled = true;
-  meter.appendChild(bar);
-  const row = node_("div", "asit-row");
-  row.append(listen, stop, meter, rate);
-  root.append(row, status, now, reason, timelineCanvas, waveTitle, waveCanvas);
+  const rate = element("span", "asit-rate", "");
+  const { root, start: listen, stop, bar, show } = widgetControls({
+    rootClass: "asit-listen", startClass: "asit-listen-start", startText: "\u25C9 Listen", stopClass: "asit-listen-stop",
+    hint: "Click Listen and allow the microphone: the timeline shows what the model hears.", extra: [rate],
+  });
+  const now = element("div", "asit-now", "");
+  const reason = element("div", "asit-reason", "");
+  const timelineCanvas = element("canvas", "asit-timeline");
+  const waveTitle = element("div", "asit-caption", "");
+  const waveCanvas = element("canvas", "asit-wave");
+  root.append(now, reason, timelineCanvas, waveTitle, waveCanvas);
   el.appendChild(root);
 
   let listener = null;
@@ -74,11 +59,6 @@ function render({ model, el }) {
   let ticker = null;
   let frame = 0;
   const transport = commTransport(model);
-  const show = (text, kind) => {
-    status.textContent = text;
-    status.dataset.kind = kind || "info";
-    root.dataset.state = kind || "info";
-  };
   const idle = () => {
     if (ticker !== null) clearInterval(ticker);
     ticker = null;

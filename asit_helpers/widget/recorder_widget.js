@@ -1,46 +1,25 @@
 // The browser half of asit_helpers.widgets.Recorder (an anywidget).
 //
 // widgets.py puts asit_helpers/static/recorder.js (the one recorder shared with `asit serve`) in front of this
-// file, so startRecording() is in scope here. The browser records, converts the clip to 16 kHz mono WAV and
-// sends the bytes to Python as a binary buffer of a custom message:
+// file, so startRecording() and widgetControls() are in scope here. The browser records, converts the clip to
+// 16 kHz mono WAV and sends the bytes to Python as a binary buffer of a custom message:
 //   {event: "audio", name, seconds} + [WAV bytes]    a finished recording
 //   {event: "error", message}                         the microphone was refused / missing, or the clip empty
 // Python classifies the clip and shows the result in widgets of its own; this view only owns the buttons,
 // the level meter and a status line.
 
-function el_(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
 function render({ model, el }) {
-  const root = el_("div", "asit-recorder");
-  const record = el_("button", "asit-record", "\u25CF Record");
-  const stop = el_("button", "asit-stop", "\u25A0 Stop");
-  const meter = el_("div", "asit-meter");
-  const bar = el_("div", "asit-meter-bar");
-  const clock = el_("span", "asit-clock", "");
-  const status = el_("div", "asit-status", "Click Record, make a sound, then Stop.");
-  status.setAttribute("role", "status");
-  status.setAttribute("aria-live", "polite");
-  record.type = stop.type = "button";
-  stop.disabled = true;
-  meter.appendChild(bar);
-  const row = el_("div", "asit-row");
-  row.append(record, stop, meter, clock);
-  root.append(row, status);
+  const clock = element("span", "asit-clock", "");
+  const { root, start: record, stop, bar, show } = widgetControls({
+    rootClass: "asit-recorder", startClass: "asit-record", startText: "\u25CF Record", stopClass: "asit-stop",
+    hint: "Click Record, make a sound, then Stop.", extra: [clock],
+  });
   el.appendChild(root);
 
   let controller = null;
   let ticker = null;
   let startedAt = 0;
 
-  const show = (text, kind) => {
-    status.textContent = text;
-    status.dataset.kind = kind || "info";
-  };
   const reportError = (message) => {
     show(message, "error");
     model.send({ event: "error", message });
