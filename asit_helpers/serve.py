@@ -477,12 +477,27 @@ def _add_api(app: Flask, served: _Served) -> None:
 
 
 def _add_live(app: Flask, served: _Served) -> None:
-    """Live listening: ``POST /live`` opens a session, ``POST /live/<id>/audio?seq=N`` feeds it raw float32 chunks
-    (updates back, see :mod:`asit_helpers.live`), ``DELETE /live/<id>`` ends it. A bad chunk ends its session."""
-    listeners = served.listeners
+    """Live listening on the served model: ``POST /live`` opens a session (see :func:`add_live_routes`)."""
+    add_live_routes(app, lambda: served.listeners)
 
-    @app.post("/live")
-    def live_open():
+
+def add_live_routes(app: Flask, listeners_of: Callable[..., Listeners], rule: str = "/live", name: str = "live") -> None:
+    """Live listening routes: ``POST rule`` opens a session, ``POST rule/<id>/audio?seq=N`` feeds it raw float32
+    chunks (updates back, see :mod:`asit_helpers.live`), ``DELETE rule/<id>`` ends it. A bad chunk ends its session.
+
+    ``listeners_of(**values)`` is given the rule's own URL values (none for ``/live``; the teaching session for the
+    Teach panel's ``/teach/<sid>/live``) and returns the :class:`~asit_helpers.live.Listeners` to use, or raises
+    ``LookupError(message)`` (answered 404). ``name`` prefixes the endpoints (one set of routes per ``rule``).
+    """
+
+    def registry(values: dict) -> Listeners:
+        return listeners_of(**{k: v for k, v in values.items() if k != "session_id"})
+
+    def live_open(**values):
+        try:
+            listeners = registry(values)
+        except LookupError as exc:
+            return _error(404, str(exc))
         given = request.args.get("hop_s") or (request.get_json(silent=True) or {}).get("hop_s") or DEFAULT_HOP_S
         try:
             hop_s = float(given)
@@ -493,16 +508,19 @@ def _add_live(app: Flask, served: _Served) -> None:
             detail = str(exc) if "hop_s" in str(exc) else f"hop_s must be a number of seconds, got {given!r}"
             return _error(400, detail)
         body = session.describe()
-        body.update(audio_url=f"live/{session.id}/audio", expires_s=listeners.idle_s,
+        body.update(audio_url=f"{request.path.lstrip('/')}/{session.id}/audio", expires_s=listeners.idle_s,
                     max_listeners=listeners.max_listeners)
         return jsonify(body), 201
 
-    @app.post("/live/<session_id>/audio")
-    def live_audio(session_id: str):
+    def live_audio(session_id: str, **values):
+        try:
+            listeners = registry(values)
+        except LookupError as exc:
+            return _error(404, str(exc))
         session = listeners.get(session_id)
         if session is None:
             return _error(404, f"no listening session {session_id[:40]!r}: it ended, or expired after "
-                               f"{listeners.idle_s:g} s without audio; open a new one with POST /live")
+                               f"{listeners.idle_s:g} s without audio; open a new one with POST {rule}")
         try:
             updates = session.feed_bytes(_live_chunk(), seq=_live_seq())
         except ChunkError as exc:
@@ -514,12 +532,18 @@ def _add_live(app: Flask, served: _Served) -> None:
         return jsonify({"session": session.id, "seq": session._next_seq - 1, "busy": not updates and session.busy,
                         "updates": updates, **session.stats()})
 
-    @app.delete("/live/<session_id>")
-    def live_close(session_id: str):
-        session = listeners.close(session_id)
+    def live_close(session_id: str, **values):
+        try:
+            session = registry(values).close(session_id)
+        except LookupError as exc:
+            return _error(404, str(exc))
         if session is None:
             return _error(404, f"no listening session {session_id[:40]!r} (it ended or expired)")
         return jsonify({"session": session.id, "ended": True, **session.stats()})
+
+    app.add_url_rule(rule, f"{name}_open", live_open, methods=["POST"])
+    app.add_url_rule(f"{rule}/<session_id>/audio", f"{name}_audio", live_audio, methods=["POST"])
+    app.add_url_rule(f"{rule}/<session_id>", f"{name}_close", live_close, methods=["DELETE"])
 
 
 def _live_chunk() -> bytes:

@@ -7,12 +7,15 @@
     DELETE /teach/<id>/clips/<class>/<file>
     POST   /teach/<id>/train               → {report, labels}: the taught model is served at once for this session
     POST   /teach/<id>/predict             body: audio → the taught model's prediction (as /predict)
+    POST   /teach/<id>/live                → live listening on the taught model: the /live routes' API
+                                             (``/teach/<id>/live/<listen id>/audio?seq=N``, DELETE ...; serve.py)
     DELETE /teach/<id>                     → ends the session (its recordings and model stay on disk)
 
 Each session has its own workspace folder (``TeachWorkspace``: the recordings as WAV, the taught model in
 ``model/``), bounded like live listening: at most ``max_sessions`` at once, ``max_clips`` recordings per class,
-``max_classes`` classes, idle sessions expire after ``expires_s``; one Train runs at a time on the server (another
-gets 429 and tries again), so teaching never starves ``/predict`` of more than one core's worth of work at once.
+``max_classes`` classes, ``max_listeners`` listening to its model; idle sessions expire after ``expires_s``; one
+Train runs at a time on the server (another gets 429 and tries again), so teaching never starves ``/predict`` of
+more than one core's worth of work at once.
 Sessions live in this process: behind a load balancer, a class's students stay on one replica (DESIGN.md).
 """
 
@@ -29,7 +32,16 @@ from typing import Any
 from flask import Flask, jsonify, request
 
 from .audio import AudioError
+from .live import Listeners
 from .teach import BACKGROUND_FOLDER, NO_EVENT, TeachError, TeachWorkspace, teach
+
+
+class Refused(Exception):
+    """A /teach request answered with an error: its HTTP status and the reason (for people)."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
 
 
 @dataclass
@@ -39,6 +51,7 @@ class TeachLimits:
     max_clips: int = 30
     max_clip_seconds: float = 30.0
     expires_s: float = 15 * 60.0
+    max_listeners: int = 2  # live-listening sessions on one teaching session's model (Listen on two devices)
 
 
 @dataclass
@@ -47,6 +60,7 @@ class _Session:
     workspace: TeachWorkspace
     model: Any = None
     report: dict | None = None
+    listeners: Listeners | None = None  # live listening on the taught model (``/teach/<id>/live``)
     seen: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -63,8 +77,10 @@ class _Session:
 class TeachSessions:
     """The capped registry of teaching sessions (one folder each under ``root``)."""
 
-    def __init__(self, base, root: str | Path | None = None, limits: TeachLimits | None = None, **settings):
+    def __init__(self, base, root: str | Path | None = None, limits: TeachLimits | None = None, *,
+                 listen_kwargs: dict | None = None, **settings):
         self.base = base
+        self.listen_kwargs = listen_kwargs or {}
         self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="asit-teach-"))
         self.limits = limits or TeachLimits()
         self.settings = settings
@@ -111,6 +127,9 @@ class TeachSessions:
         finally:
             self.training.release()
         session.model, session.report = result.model, result.report.to_dict()
+        # Listening goes on with the new model: sessions opened on the old one end (their next chunk gets 404).
+        session.listeners = Listeners(result.model, max_listeners=self.limits.max_listeners, realtime=True,
+                                      **self.listen_kwargs)
         return session.report
 
 
@@ -118,14 +137,38 @@ def add_teach_routes(app: Flask, base, *, error, predictor_kwargs: dict, root=No
                      limits: TeachLimits | None = None, **settings) -> TeachSessions:
     """Register the ``/teach`` routes on ``app``; ``error(status, message)`` is the app's JSON error answer."""
     from .inference import predict
+    from .serve import add_live_routes
 
-    sessions = TeachSessions(base, root, limits, **settings)
+    sessions = TeachSessions(base, root, limits, listen_kwargs=dict(precision=predictor_kwargs.get("precision", "auto")),
+                             **settings)
     app.config["ASIT_TEACH"] = sessions
 
-    def session_or_404(sid):
-        session = sessions.get(sid)
-        return session, (None if session is not None else error(404, f"no teaching session {sid!r} (ended or "
-                                                                      "expired): start a new one"))
+    def route(rule: str, method: str, status: int = 200):
+        """A /teach/<sid>... view: the session (or 404), its answer as JSON, a TeachError as 422 with its reason."""
+
+        def register(view):
+            def handler(sid, **values):
+                session = sessions.get(sid)
+                if session is None:
+                    return error(404, f"no teaching session {sid!r} (ended or expired): start a new one")
+                try:
+                    answer = view(session, **values)
+                except TeachError as exc:
+                    return error(422, str(exc).removeprefix("error: "))
+                except Refused as exc:
+                    return error(exc.status, exc.reason)
+                return jsonify(answer), status
+
+            app.add_url_rule(rule, f"teach_{view.__name__}", handler, methods=[method])
+            return view
+
+        return register
+
+    def audio_body() -> bytes:
+        data = request.files["file"].read() if "file" in request.files else request.get_data()
+        if not data:
+            raise Refused(400, "no audio: send the recording as the request body or a 'file' form field")
+        return data
 
     @app.post("/teach")
     def teach_open():
@@ -136,88 +179,66 @@ def add_teach_routes(app: Flask, base, *, error, predictor_kwargs: dict, root=No
         body = session.describe() | {"limits": vars(sessions.limits)}
         return jsonify(body), 201
 
-    @app.get("/teach/<sid>")
-    def teach_state(sid):
-        session, failed = session_or_404(sid)
-        return failed or jsonify(session.describe())
+    @route("/teach/<sid>", "GET")
+    def state(session):
+        return session.describe()
 
     @app.delete("/teach/<sid>")
     def teach_close(sid):
         session = sessions.close(sid)
         return error(404, f"no teaching session {sid!r}") if session is None else jsonify({"session": sid, "ended": True})
 
-    @app.post("/teach/<sid>/classes")
-    def teach_add_class(sid):
-        session, failed = session_or_404(sid)
-        if failed:
-            return failed
+    @route("/teach/<sid>/classes", "POST", 201)
+    def add_class(session):
         name = str((request.get_json(silent=True) or {}).get("name") or request.args.get("name") or "")
         if len(session.workspace.classes()) >= sessions.limits.max_classes and name not in session.workspace.classes():
-            return error(422, f"at most {sessions.limits.max_classes} classes per session")
-        try:
-            session.workspace.add_class(name)
-        except TeachError as exc:
-            return error(422, str(exc).removeprefix("error: "))
-        return jsonify(session.describe()), 201
+            raise TeachError(f"at most {sessions.limits.max_classes} classes per session")
+        session.workspace.add_class(name)
+        return session.describe()
 
-    @app.post("/teach/<sid>/clips/<name>")
-    def teach_add_clip(sid, name):
-        session, failed = session_or_404(sid)
-        if failed:
-            return failed
-        data = request.files["file"].read() if "file" in request.files else request.get_data()
-        if not data:
-            return error(400, "no audio: send the recording as the request body or a 'file' form field")
+    @route("/teach/<sid>/clips/<name>", "POST", 201)
+    def add_clip(session, name):
+        data = audio_body()
         if len(session.workspace.recordings(name)) >= sessions.limits.max_clips:
-            return error(422, f"{name} has {sessions.limits.max_clips} recordings already (the most per class)")
-        try:
-            with session.lock:
-                path = session.workspace.add_recording(name, data, request.args.get("filename") or "recording.wav")
-        except TeachError as exc:
-            return error(422, str(exc).removeprefix("error: "))
-        return jsonify(session.describe() | {"saved": path.name}), 201
+            raise TeachError(f"{name} has {sessions.limits.max_clips} recordings already (the most per class)")
+        with session.lock:
+            path = session.workspace.add_recording(name, data, request.args.get("filename") or "recording.wav")
+        return session.describe() | {"saved": path.name}
 
-    @app.delete("/teach/<sid>/clips/<name>/<file_name>")
-    def teach_delete_clip(sid, name, file_name):
-        session, failed = session_or_404(sid)
-        if failed:
-            return failed
+    @route("/teach/<sid>/clips/<name>/<file_name>", "DELETE")
+    def delete_clip(session, name, file_name):
         try:
             session.workspace.delete(name, file_name)
         except TeachError as exc:
-            return error(404, str(exc).removeprefix("error: "))
-        return jsonify(session.describe())
+            raise Refused(404, str(exc).removeprefix("error: ")) from None
+        return session.describe()
 
-    @app.post("/teach/<sid>/train")
-    def teach_train(sid):
-        session, failed = session_or_404(sid)
-        if failed:
-            return failed
+    @route("/teach/<sid>/train", "POST")
+    def train(session):
         try:
             with session.lock:
                 sessions.train(session)
-        except TeachError as exc:
-            return error(422, str(exc).removeprefix("error: "))
         except BlockingIOError as exc:
-            return error(429, str(exc))
-        return jsonify(session.describe())
+            raise Refused(429, str(exc)) from None
+        return session.describe()
 
-    @app.post("/teach/<sid>/predict")
-    def teach_predict(sid):
-        session, failed = session_or_404(sid)
-        if failed:
-            return failed
+    @route("/teach/<sid>/predict", "POST")
+    def predict_clip(session):
         if session.model is None:
-            return error(409, "nothing taught yet in this session: press Train first")
-        data = request.files["file"].read() if "file" in request.files else request.get_data()
-        if not data:
-            return error(400, "no audio: send the recording as the request body or a 'file' form field")
+            raise Refused(409, "nothing taught yet in this session: press Train first")
         try:
-            pred = predict(session.model, data, **predictor_kwargs)
+            return predict(session.model, audio_body(), **predictor_kwargs).to_dict()
         except AudioError as exc:
-            return error(422, str(exc))
-        body = pred.to_dict()
-        body["no_event"] = pred.label == NO_EVENT or bool(body.get("no_event"))
-        return jsonify(body)
+            raise Refused(422, str(exc)) from None
 
+    def taught_listeners(sid):
+        """The /live routes' registry for a session's taught model (the Teach panel's Listen)."""
+        session = sessions.get(sid)
+        if session is None:
+            raise LookupError(f"no teaching session {sid!r} (ended or expired): start a new one")
+        if session.listeners is None:
+            raise LookupError("nothing taught yet in this session: press Train, then Listen")
+        return session.listeners
+
+    add_live_routes(app, taught_listeners, rule="/teach/<sid>/live", name="teach_live")
     return sessions

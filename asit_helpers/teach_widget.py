@@ -1,5 +1,5 @@
 """The notebook's Teach widget: name classes, record (or upload) a few examples of each and some background,
-press Train, then try the taught model.
+press Train, then Listen with the taught model (the live mode's widget).
 
     from asit_helpers.teach_widget import TeachWidget
     teacher = TeachWidget("tiny-fb", "outputs/teach")     # base preset or checkpoint; the workspace folder
@@ -26,12 +26,12 @@ import numpy as np
 from .audio import SAMPLE_RATE
 from .colab import in_colab
 from .teach import BACKGROUND_FOLDER, TeachError, TeachResult, TeachWorkspace, teach
-from .widgets import Recorder, _uploaded_files
+from .widgets import Listener, Recorder, _uploaded_files
 
 __all__ = ["TeachWorkspace", "TeachWidget"]
 
 class TeachWidget(w.VBox):
-    """Add classes, record or upload examples and background, Train, then try the model.
+    """Add classes, record or upload examples and background, Train, then Listen with the taught model.
 
     Args:
         base: a backbone preset, a checkpoint directory, or a loaded model; loaded once, when the widget is made.
@@ -56,6 +56,7 @@ class TeachWidget(w.VBox):
         self.base_name = str(base) if not isinstance(base, AsitForAudioClassification) else "the given model"
         self.settings = settings
         self.result: TeachResult | None = None
+        self.listener: Listener | None = None  # after Train: live listening with the taught model
         self.message_text = ""
 
         self.new_class = w.Text(placeholder="new class name, e.g. clap", layout=w.Layout(width="220px"))
@@ -166,11 +167,13 @@ class TeachWidget(w.VBox):
         return w.HBox([label, pick, delete])
 
     def _show_try(self, model) -> None:
-        """Live listening with the taught model where the Listen widget exists, else record-and-classify."""
-        from . import widgets
-
-        listener = getattr(widgets, "Listener", None)
-        self.try_box.children = [listener(model)] if listener is not None else [widgets.AsitDemo(model)]
+        """Listen with the taught model: the live mode's own widget (top class, timeline, attention over the window);
+        a listener on the previous model is stopped first (its session object is dropped with the widget)."""
+        for old in self.try_box.children:
+            if isinstance(old, Listener):
+                old.session = None
+        self.listener = Listener(model, on_error=self.show_message)
+        self.try_box.children = [w.HTML("<b>Listen</b> with the taught model:"), self.listener]
 
     # -- callbacks ------------------------------------------------------------------------------------------------
 

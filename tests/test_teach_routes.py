@@ -51,6 +51,8 @@ def test_teach_a_session_then_predict_with_its_model(app):
     state = client.delete(f"/teach/{sid}/clips/whistle/002.wav").get_json()
     assert state["classes"] == {"clicks": 3, "whistle": 2} and state["background"] == 1
     assert client.post(f"/teach/{sid}/predict", data=_wav(_sound("whistle", rng))).status_code == 409  # not yet
+    early = client.post(f"/teach/{sid}/live")
+    assert early.status_code == 404 and "press Train" in early.get_json()["error"]
     trained = client.post(f"/teach/{sid}/train")
     assert trained.status_code == 200, trained.get_json()
     body = trained.get_json()
@@ -58,6 +60,25 @@ def test_teach_a_session_then_predict_with_its_model(app):
     assert body["report"]["clips_per_class"] == {"clicks": 3, "whistle": 2}
     pred = client.post(f"/teach/{sid}/predict", data=_wav(_sound("clicks", rng))).get_json()
     assert pred["label"] in body["labels"] and isinstance(pred["no_event"], bool)
+    # Listen: the live routes stream to the taught model (the same API as /live)
+    listen = client.post(f"/teach/{sid}/live", json={"hop_s": 0.5})
+    assert listen.status_code == 201, listen.get_json()
+    info = listen.get_json()
+    assert info["labels"] == body["labels"] and info["audio_url"] == f"teach/{sid}/live/{info['session']}/audio"
+    chunk = np.concatenate([_sound("whistle", rng), 0.01 * rng.standard_normal(SR // 2)]).astype("<f4")
+    answer = client.post("/" + info["audio_url"] + "?seq=0", data=chunk.tobytes(),
+                         content_type="application/octet-stream").get_json()
+    assert len(answer["updates"]) == 1 and answer["updates"][0]["label"] in body["labels"], answer
+    assert isinstance(answer["updates"][0]["no_event"], bool) and len(answer["updates"][0]["attention"]) > 1
+    assert client.post(f"/live/{info['session']}/audio?seq=1", data=chunk.tobytes(),  # not the page's session
+                       content_type="application/octet-stream").status_code == 404
+    # Train again: listening sessions on the old model end (404), a new one gets the new model
+    assert client.post(f"/teach/{sid}/train").status_code == 200
+    assert client.post("/" + info["audio_url"] + "?seq=1", data=chunk.tobytes(),
+                       content_type="application/octet-stream").status_code == 404
+    again = client.post(f"/teach/{sid}/live").get_json()["session"]
+    assert client.delete(f"/teach/{sid}/live/{again}").get_json()["ended"]
+    assert client.post(f"/teach/nope/live").status_code == 404
     # the page's own model is untouched
     assert client.get("/labels").get_json()["labels"] == ["dog", "cat", "siren", "rain", "crow"]
     sessions = app.config["ASIT_TEACH"]

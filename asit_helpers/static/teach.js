@@ -1,13 +1,17 @@
-// The page's Teach panel: add classes, record or upload a few examples and some background, Train, try the
-// taught model. Talks to the /teach routes (asit_helpers/teach_routes.py); records with the same recorder.js
-// the page and the notebook widget use (16 kHz mono WAV made in the browser).
-import { startRecording } from "./recorder.js";
+// The page's Teach panel: add classes, record or upload a few examples and some background, Train, then Listen
+// with the taught model. Talks to the /teach routes (asit_helpers/teach_routes.py); records, streams and draws
+// with the same recorder.js the page's Listen card and the notebook widget use: Listen is live listening
+// (startListening over the /live API, served for this session's model at teach/<id>/live).
+import { NO_EVENT, Timeline, drawAttention, drawTimeline, httpLiveTransport, startListening, startRecording } from "./recorder.js";
 
 const $ = (id) => document.getElementById(id);
 const MAX_RECORD_SECONDS = 30;
 let session = null; // the /teach session id
 let recording = null; // {controller, target} while recording
 let trained = false;
+/** Live listening with the taught model; window.asitTeachListen for tests (read only). */
+const live = { listener: null, timeline: null, levels: [], info: null, frame: 0, meter: 0 };
+window.asitTeachListen = live;
 
 function say(text, isError = false) {
   $("teach-status").textContent = text;
@@ -119,6 +123,7 @@ async function uploadFiles() {
 
 async function train() {
   await ensureSession();
+  await stopListening(); // training replaces the model: listening on the old one ends on the server
   const started = performance.now();
   $("teach-train").disabled = true;
   $("teach-progress").hidden = false;
@@ -127,31 +132,107 @@ async function train() {
     const state = await call("POST", `teach/${session}/train`);
     const r = state.report;
     trained = true;
-    $("teach-try").disabled = false;
     $("teach-report").textContent =
       `${r.classes.join(", ")}${r.no_event_label ? " + no event" : ""} · model ready in ${r.seconds_to_model.toFixed(1)} s` +
       (r.cv_accuracy === null ? "" : ` · cross-validated accuracy ${r.cv_accuracy.toFixed(2)} (most frequent answer ${r.chance.toFixed(2)})`);
-    say(`Trained in ${((performance.now() - started) / 1000).toFixed(1)} s: the taught model is served for this session and saved.`);
+    say(`Trained in ${((performance.now() - started) / 1000).toFixed(1)} s: the taught model is served for this session ` +
+      "and saved. Press Listen to hear it.");
     render(state);
   } finally {
     clearInterval(tick);
     $("teach-progress").hidden = true;
     $("teach-train").disabled = false;
+    listenButtons(Boolean(live.listener));
   }
 }
 
-async function tryIt() {
+function showUpdates(updates, answer) {
+  for (const u of updates) live.timeline.add(u);
+  $("teach-rate").textContent = `${(answer.updates_per_s || 0).toFixed(1)} updates/s · ${answer.dropped_hops || 0} hops dropped`;
+  const u = updates[updates.length - 1];
+  if (!u) return;
+  $("teach-answer").textContent = u.no_event ? NO_EVENT : u.label;
+  $("teach-answer").className = u.no_event ? "muted" : "headline";
+  $("teach-score").textContent = u.no_event ? "" : `${(u.score * 100).toFixed(0)}%`;
+  $("teach-window").textContent = `(${u.window_start_s.toFixed(1)}–${u.t_end_s.toFixed(1)} s; ` +
+    `classified in ${Math.round(u.classify_ms)} ms)`;
+  if (!live.frame) live.frame = requestAnimationFrame(drawListen);
+}
+
+function drawListen() {
+  live.frame = 0;
+  if (!live.timeline) return;
+  drawTimeline($("teach-timeline"), live.timeline, { rows: Math.max(1, live.timeline.labels.length - 1) });
+  const u = live.timeline.latest;
+  if (u) {
+    drawAttention($("teach-wave"), {
+      startS: u.window_start_s, endS: u.t_end_s, envelope: u.waveform, frameTimes: u.frame_times_s,
+      attention: u.attention, uniform: u.attention_uniform, height: 160,
+    });
+  }
+}
+
+function listenButtons(listening) {
+  $("teach-listen").disabled = listening || !trained;
+  $("teach-stop").disabled = !listening;
+  $("teach").dataset.listen = listening ? "listening" : "idle";
+}
+
+function recordLevels(chunk, startS) { // levels of the audio the server got (64 ms blocks), on the session's clock
+  for (let a = 0; a < chunk.length; a += 1024) {
+    const block = chunk.subarray(a, a + 1024);
+    let sum = 0;
+    for (let i = 0; i < block.length; i++) sum += block[i] * block[i];
+    live.levels.push([startS + a / 16000, block.length / 16000, Math.sqrt(sum / block.length)]);
+  }
+  if (live.levels.length > 20000) live.levels.splice(0, live.levels.length - 20000); // ~20 min: bounded
+}
+
+async function listen() {
   if (!trained) return say("Train first.", true);
   if (recording) return say("Stop the recording first.", true);
-  const controller = await startRecording();
-  $("teach-try").disabled = true;
-  say("Listening for 2 s…");
-  await new Promise((r) => setTimeout(r, 2000));
-  const wav = await controller.stop();
-  $("teach-try").disabled = false;
-  const pred = await call("POST", `teach/${session}/predict`, wav);
-  $("teach-answer").textContent = pred.no_event ? "no event" : `${pred.label} (${(pred.score * 100).toFixed(0)} %)`;
-  say("Heard it. Try again, or record more examples and Train again.");
+  if (live.listener) return;
+  listenButtons(true);
+  live.levels = [];
+  say("Asking for the microphone…");
+  try {
+    live.listener = await startListening({
+      transport: httpLiveTransport(`teach/${session}/live`),
+      workletUrl: "static/capture-worklet.js",
+      onUpdates: showUpdates,
+      onSent: recordLevels,
+      onError: (message) => {
+        live.listener = null;
+        clearInterval(live.meter);
+        $("teach-level").value = 0;
+        listenButtons(false);
+        say(message, true);
+      },
+    });
+  } catch (err) {
+    live.listener = null;
+    listenButtons(false);
+    throw err;
+  }
+  live.info = live.listener.info;
+  live.timeline = new Timeline({ labels: live.info.labels });
+  $("teach-live").hidden = false;
+  live.meter = setInterval(() => { $("teach-level").value = live.listener ? live.listener.level() : 0; }, 100);
+  say(`Listening with the taught model: every ${live.info.hop_s} s it classifies the last ${live.info.window_s} s. ` +
+    "Press Stop to end.");
+}
+
+async function stopListening() {
+  const listener = live.listener;
+  if (!listener) return;
+  live.listener = null;
+  clearInterval(live.meter);
+  $("teach-level").value = 0;
+  await listener.stop();
+  const s = listener.stats();
+  listenButtons(false);
+  say(`Stopped: ${(s.sentSamples / 16000).toFixed(1)} s of audio, ${s.updates} updates. Record more examples and ` +
+    "Train again, or Listen again.");
 }
 
 export function initTeachPanel() {
@@ -161,7 +242,8 @@ export function initTeachPanel() {
   $("teach-record").addEventListener("click", () => guard(toggleRecord));
   $("teach-files").addEventListener("change", () => guard(uploadFiles));
   $("teach-train").addEventListener("click", () => guard(train));
-  $("teach-try").addEventListener("click", () => guard(tryIt));
+  $("teach-listen").addEventListener("click", () => guard(listen));
+  $("teach-stop").addEventListener("click", () => guard(stopListening));
 }
 
 initTeachPanel();
