@@ -155,7 +155,7 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ge
     the bias and the GELU fused (one pass over the output instead of three; the GELU is applied to the float32
     accumulator, so there is one bf16 rounding instead of two); other dtypes to ``F.linear``."""
     x = x.to(weight.dtype)
-    if weight.dtype == torch.bfloat16 and _ONEDNN_LINEAR:
+    if weight.dtype == torch.bfloat16 and _ONEDNN_LINEAR and not _compiling():
         flat = x.reshape(-1, x.shape[-1])
         out = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "gelu" if gelu else "none", [],
                                                  "none" if gelu else "")
@@ -165,6 +165,13 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ge
 
 
 _ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def _compiling() -> bool:
+    """Under ``torch.compile`` the plain ``F.linear`` + GELU is traced instead: inductor cannot lower the oneDNN
+    op (``LoweringException`` on ``mkldnn._linear_pointwise``, torch 2.13) and fuses bias and GELU itself."""
+    is_compiling = getattr(torch.compiler, "is_compiling", None)
+    return bool(is_compiling and is_compiling())
 
 
 def _is_exact_gelu(act) -> bool:

@@ -29,7 +29,22 @@ Variants (each only on what this machine can run; a variant that cannot is recor
 - ``bf16-autocast``: ``torch.autocast("cpu", torch.bfloat16)`` around the fp32 model (re-casts weights per call).
 - ``int8-dynamic``: ``torch.ao.quantization.quantize_dynamic`` on every ``nn.Linear`` (int8 weights, activations
   quantised per call; the conv front end stays fp32). Deprecated in torch 2.10+, still present in 2.13.
-- ``bf16-compile`` (``--compile``): the ``bf16`` copy's backbone under ``torch.compile`` (inductor).
+- ``bf16-front32``: the ``bf16`` copy with its conv front end in float32 (the rest as ``bf16``): what the front
+  end's chain of six bf16 products costs in agreement, and what float32 there costs in time.
+- ``bf16-compile`` (``--compile``): the ``bf16`` copy's backbone under ``torch.compile`` (inductor; under compile
+  the copy traces plain ``F.linear`` + GELU instead of oneDNN's fused op, which inductor cannot lower).
+
+Two checks beside the agreement, so that a reader can judge what "agreement >= 0.99" on this model means:
+
+- ``fp32_stability``: fp32 on the agreement clips with white noise ``--noise-db`` (default -50 dB) below each
+  clip's own level added: how many of fp32's own decisions a change of the input that moves its logits about as
+  much as bf16 does (compare ``logit_rel_err``, the relative error of the centred logits) flips. Each variant's
+  ``agreement_on_stable`` counts only the clips whose fp32 decision survived the noise.
+- ``trained_model``: the ``bf16`` path against fp32 on a TRAINED model (``--trained-checkpoint``; default the
+  tiny-fb that ``bench/train.py`` trains by its own recipe for its partial-mode part, ``.cache/asit-bench/
+  partial-init-tiny-fb``, used only when it exists): its agreement, largest probability difference and margins.
+  It is small (not the base-sized compute), so it is reported beside the random model's figure, never instead:
+  the ``best`` block is always chosen on the base-sized agreement model.
 
 Floor: ``floor_s`` = the FLOPs of one clip (counted with ``FlopCounterMode``) / the best large bf16
 matrix-product rate measured in this run; the result's ``best`` block puts the fastest variant with top-1 agreement
@@ -68,6 +83,7 @@ SR = 16000
 TARGET_P50_S = 0.12
 MIN_AGREEMENT = 0.99
 DEFAULT_MODEL_DIR = ROOT / ".cache" / "asit-bench" / "agreement-base-random"
+DEFAULT_TRAINED_DIR = ROOT / ".cache" / "asit-bench" / "partial-init-tiny-fb"  # bench/train.py's init backbone
 AGREEMENT_SEED = 20261124  # training data uses dataset seed 0: these clips are never seen in training
 
 
@@ -147,6 +163,18 @@ def make_variants(
 
         variants["bf16-unfused"] = unfused_bf16
         runners["bf16-unfused"] = unfused
+        from asit_helpers.fast_inference import MatmulFeatureEncoder
+
+        front32 = build_fast_copy(model)
+        front32.backbone.feature_extractor = MatmulFeatureEncoder(model.backbone.feature_extractor, torch.float32)
+
+        def front32_bf16(x):  # the bf16 copy with a float32 conv front end (the issue-13 diagnosis in numbers)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                hidden, mask = front32.encode(x)
+            return model.classify_hidden(hidden.float(), mask).logits
+
+        variants["bf16-front32"] = front32_bf16
+        runners["bf16-front32"] = front32
 
         with torch.inference_mode(False), torch.no_grad():
             pure = copy.deepcopy(model).to(torch.bfloat16).eval()
@@ -231,6 +259,46 @@ def interleaved_times(variants: dict[str, Forward], x: torch.Tensor, reps: int, 
 @torch.inference_mode()
 def probabilities(fn: Forward, x: torch.Tensor, batch: int = 8) -> np.ndarray:
     return np.concatenate([torch.softmax(fn(x[i : i + batch]).float(), -1).numpy() for i in range(0, len(x), batch)])
+
+
+def with_noise(x: torch.Tensor, db: float, seed: int = 0) -> torch.Tensor:
+    """``x`` plus white noise ``db`` below each clip's own level (-60 dB: inaudible under any clip)."""
+    g = torch.Generator().manual_seed(seed)
+    return x + 10 ** (db / 20) * x.std(dim=1, keepdim=True) * torch.randn(x.shape, generator=g)
+
+
+def logit_error(probs: np.ndarray, ref: np.ndarray) -> float:
+    """Median over clips of the relative error of the centred log-probabilities (= centred logits) against ``ref``."""
+    def centred(p):
+        lp = np.log(np.clip(p, 1e-30, None))
+        return lp - lp.mean(axis=1, keepdims=True)
+    c, c_ref = centred(probs), centred(ref)
+    return float(np.median(np.linalg.norm(c - c_ref, axis=1) / np.linalg.norm(c_ref, axis=1)))
+
+
+def top2_margins(probs: np.ndarray) -> np.ndarray:
+    """Per clip: the top-1 minus the top-2 probability."""
+    ranked = np.sort(probs, axis=1)
+    return ranked[:, -1] - ranked[:, -2]
+
+
+def trained_model_check(path: Path, n: int) -> dict:
+    """The bf16 path against fp32 on a trained model: agreement, largest probability difference, fp32 margins."""
+    trained = load_model(path)
+    x, y = agreement_clips(trained, n)
+    p32 = probabilities(lambda a: classify_batch(trained, a, None, precision="fp32").logits, x)
+    p16 = probabilities(lambda a: classify_batch(trained, a, None, precision="bf16").logits, x)
+    margin = top2_margins(p32)
+    flips = np.flatnonzero(p16.argmax(1) != p32.argmax(1))
+    return {"path": str(path), "backbone": trained.config.backbone_config.model_type,
+            "hidden_size": int(trained.config.backbone_config.hidden_size),
+            "layers": int(trained.config.backbone_config.num_hidden_layers), "clips": int(n),
+            "accuracy_fp32": round(float((p32.argmax(1) == y).mean()), 4),
+            "agreement_bf16": round(float(1 - len(flips) / n), 4),
+            "max_prob_diff_bf16": round(float(np.abs(p16 - p32).max()), 5),
+            "flips": [{"clip": int(i), "fp32_margin": round(float(margin[i]), 4)} for i in flips],
+            "fp32_margins": {"median": round(float(np.median(margin)), 4), "below_0.02": int((margin < 0.02).sum()),
+                             "below_0.05": int((margin < 0.05).sum())}}
 
 
 def matmul_gflops(dtype: torch.dtype, n: int = 2048, reps: int = 5, passes: int = 3) -> float:
@@ -340,6 +408,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile)")
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--variants", nargs="+", default=None, help="measure only these (fp32 always)")
+    ap.add_argument("--noise-db", type=float, default=-50.0,
+                    help="level of the noise (below each clip's) for fp32's own stability check (-50 dB moves this "
+                         "model's fp32 logits about as much as bf16 does: compare the logit_rel_err figures)")
+    ap.add_argument("--trained-checkpoint", type=Path, default=None,
+                    help="a TRAINED synthetic-set model for the agreement check beside the random one (default: "
+                         "bench/train.py's tiny-fb init, when it exists)")
     ap.add_argument("--train-clips-per-class", type=int, default=10)
     ap.add_argument("--train-epochs", type=int, default=40)
     ap.add_argument("--out", type=Path, default=RESULTS / "latency.json")
@@ -381,8 +455,15 @@ def main(argv: list[str] | None = None) -> int:
         probs[name] = probabilities(fn, x_agree)
         log(f"  {name}: agreement pass {time.perf_counter() - t0:.1f} s")
     ref = probs["fp32"]
-    ranked = np.sort(ref, axis=1)
-    ref_margin = ranked[:, -1] - ranked[:, -2]  # fp32's top-1 minus top-2 probability, per clip
+    ref_margin = top2_margins(ref)  # fp32's top-1 minus top-2 probability, per clip
+    # fp32's own decisions under an inaudible change of the input: which of them are coin tosses
+    noisy = probabilities(variants["fp32"], with_noise(x_agree, args.noise_db))
+    stable = noisy.argmax(1) == ref.argmax(1)
+    stability = {"noise_db": args.noise_db, "agreement": round(float(stable.mean()), 4),
+                 "logit_rel_err": round(logit_error(noisy, ref), 5),
+                 "flips": [{"clip": int(i), "fp32_margin": round(float(ref_margin[i]), 4)}
+                           for i in np.flatnonzero(~stable)], "stable_clips": int(stable.sum())}
+    log(f"  fp32 + noise at {args.noise_db:g} dB: agreement with fp32 {stability['agreement']}")
 
     x1, x8 = x_agree[:1], x_agree[:8]
     gflops = {"fp32": matmul_gflops(torch.float32)}
@@ -399,7 +480,9 @@ def main(argv: list[str] | None = None) -> int:
                "batch8": latency_stats(t8[name], 8, CLIP_S),
                "agreement": round(float((p.argmax(1) == ref.argmax(1)).mean()), 4),
                "max_prob_diff": round(float(np.abs(p - ref).max()), 5),
+               "logit_rel_err": round(logit_error(p, ref), 5),
                "accuracy": round(float((p.argmax(1) == y_true).mean()), 4),
+               "agreement_on_stable": round(float((p.argmax(1) == ref.argmax(1))[stable].mean()), 4),
                # the clips whose decision changed, with fp32's own top-2 margin: near-ties flip first
                "flips": [{"clip": int(i), "fp32_margin": round(float(ref_margin[i]), 4)}
                          for i in np.flatnonzero(p.argmax(1) != ref.argmax(1))]}
@@ -439,15 +522,24 @@ def main(argv: list[str] | None = None) -> int:
         "skipped": skipped,
         "fp32_margins": {"below_0.01": int((ref_margin < 0.01).sum()), "below_0.02": int((ref_margin < 0.02).sum()),
                          "below_0.05": int((ref_margin < 0.05).sum()), "clips": int(len(ref_margin))},
+        "fp32_stability": stability,
         "best_qualifying": best["name"],
         "best": best_block,
         "target": {"p50_s": TARGET_P50_S, "met": bool(best["p50_s"] <= TARGET_P50_S)},
         "predict_default": "bf16" if cpu_supports_bf16() else "fp32",
     }
-    if not args.no_profile:
-        result["profile"] = module_profile(model, runners[best["name"]], variants[best["name"]], x1,
-                                           max(3, reps // 3), best_rate)
-        result["profile"]["variant"] = best["name"]
+    trained_path = args.trained_checkpoint or DEFAULT_TRAINED_DIR
+    if "bf16" in variants and (trained_path / "model.safetensors").exists():
+        result["trained_model"] = trained_model_check(trained_path, args.agreement_clips)
+    else:
+        result["trained_model"] = {"skipped": f"no trained checkpoint at {trained_path} (python bench/train.py "
+                                              "builds it) or no bf16 variant"}
+    if not args.no_profile:  # the best qualifying variant, and predict's default when that is another one
+        for name in dict.fromkeys([best["name"], result["predict_default"]]):
+            if name in variants:
+                key = "profile" if name == best["name"] else f"profile_{name}"
+                result[key] = module_profile(model, runners[name], variants[name], x1, max(3, reps // 3), best_rate)
+                result[key]["variant"] = name
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
     write_json(args.out, result)
 
@@ -470,9 +562,21 @@ def main(argv: list[str] | None = None) -> int:
           f"{best_rate:.0f} GFLOP/s bf16): p50 = {best_block['p50_over_floor']:.2f}x floor "
           f"(batch 8: {best_block['batch8']['p50_over_floor']:.2f}x floor, "
           f"{best_block['batch8']['speedup_vs_fp32']:.2f}x fp32)")
-    if "profile" in result:
-        prof = result["profile"]
-        print(f"profile of {best['name']} at batch 1: {prof['total_ms']:.1f} ms, {prof['total_gflop']} GFLOP counted")
+    st = result["fp32_stability"]
+    print(f"fp32 with noise at {st['noise_db']:g} dB agrees with fp32 on {st['agreement']:.3f} "
+          f"({len(st['flips'])} flips, logit error {st['logit_rel_err']:.4f}; the variants': "
+          + ", ".join(f"{r['name']} {r['logit_rel_err']:.4f}" for r in rows) + f"); agreement on the "
+          f"{st['stable_clips']} clips the noise leaves alone: "
+          + ", ".join(f"{r['name']} {r['agreement_on_stable']:.3f}" for r in rows))
+    tm = result["trained_model"]
+    if "skipped" in tm:
+        print(f"trained model: {tm['skipped']}")
+    else:
+        print(f"trained model ({tm['backbone']}, {tm['layers']} layers of {tm['hidden_size']}): bf16 agrees with "
+              f"fp32 on {tm['agreement_bf16']:.3f} of {tm['clips']} clips, max dp {tm['max_prob_diff_bf16']:.4f}")
+    for key in [k for k in result if k.startswith("profile")]:
+        prof = result[key]
+        print(f"profile of {prof['variant']} at batch 1: {prof['total_ms']:.1f} ms, {prof['total_gflop']} GFLOP counted")
         for r in prof["rows"]:
             floor = "" if r["floor_ms_at_measured_bf16"] is None else f"  floor {r['floor_ms_at_measured_bf16']:.1f} ms"
             gf = "" if r["gflop"] is None else f"  {r['gflop']:.2f} GFLOP"

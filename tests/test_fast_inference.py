@@ -96,3 +96,20 @@ def test_unexpected_layers_are_left_alone():
     x = torch.randn(1, 16000)
     with torch.inference_mode():
         torch.testing.assert_close(fast(x).logits, model(x).logits, rtol=1e-4, atol=1e-4)
+
+
+def test_under_compile_the_plain_linear_is_traced(monkeypatch):
+    """torch.compile cannot lower oneDNN's fused op (bench/latency.py --compile failed): while compiling, the copy's
+    products go through F.linear + GELU instead, computing the same thing within bf16 rounding (the fused op rounds
+    once, after its GELU, so the two differ in some elements: which one ran is visible)."""
+    from asit_helpers import fast_inference
+
+    x = torch.randn(2, 7, 48, generator=torch.Generator().manual_seed(5))
+    weight = torch.randn(32, 48, generator=torch.Generator().manual_seed(6)).bfloat16()
+    bias = torch.randn(32, generator=torch.Generator().manual_seed(7)).bfloat16()
+    eager = fast_inference._linear(x, weight, bias, gelu=True)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    traced = fast_inference._linear(x, weight, bias, gelu=True)
+    plain = torch.nn.functional.gelu(torch.nn.functional.linear(x.bfloat16(), weight, bias))
+    torch.testing.assert_close(traced, plain, rtol=0, atol=0)
+    assert _rel(traced, eager) < 0.01
