@@ -9,6 +9,7 @@ aligns the file with the page's own clock by cross-correlating the levels of the
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -175,6 +176,9 @@ def test_listening_timeline_follows_known_events_and_stop_sends_nothing(server, 
         "label: document.getElementById('listen-label').textContent, rate: document.getElementById('listen-rate')"
         ".textContent, rows: document.getElementById('timeline').dataset.rows, session: L.info.session, "
         "wave: Number(document.getElementById('listen-wave').dataset.attentionPoints || 0)};")
+    if os.environ.get("ASIT_SCREENSHOTS"):  # a picture for a person to look at (the issue asks for one), no check
+        driver.execute_script("document.getElementById('timeline').scrollIntoView({block: 'center'});")
+        driver.save_screenshot(os.path.join(os.environ["ASIT_SCREENSHOTS"], "page-listening.png"))
     stopped_at = driver.execute_script("document.getElementById('listen-stop').click(); return performance.now();")
     _wait(driver, lambda d: d.execute_script("return document.body.dataset.listen") == "stopped", "Stop")
     driver.execute_script("return new Promise((done) => setTimeout(done, 3000));")  # 3 s of page time after Stop
