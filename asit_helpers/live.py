@@ -55,6 +55,9 @@ MAX_ABS_SAMPLE = 1.5
 #: With ``realtime=True``, audio may run ahead of the wall clock by this factor plus this much (seconds): a client
 #: catching up after a slow answer is fine; 48 kHz audio declared as 16 kHz arrives 3x too fast.
 REALTIME_FACTOR, REALTIME_SLACK_S = 1.5, 3.0
+#: A taught model's newest hop is "no event" when it holds less than this fraction of its even share of the
+#: window's attention (:func:`heard_before_newest_hop`).
+TAUGHT_HOP_ATTENTION = 0.25
 #: Points in the waveform envelope of each update.
 WAVEFORM_BINS = 200
 #: ``updates_per_s`` counts the updates of the last this-many seconds (wall clock).
@@ -230,7 +233,10 @@ class ListenSession:
         win = self._newest()
         started = time.perf_counter()
         pred = self._predict(win.samples, top_k=self.top_k, precision=self.precision, max_seconds=None)
-        activity = no_event_fields(judge(win.hop, floor_db=self._floor.db()), pred.label, self.model.config)
+        gate = judge(win.hop, floor_db=self._floor.db())
+        activity = no_event_fields(gate, pred.label, self.model.config)
+        if gate.no_event and not activity["no_event"]:  # a taught model named a sound; the newest hop is quiet
+            activity = heard_before_newest_hop(activity, pred, win.samples.size, win.hop.size)
         update = update_dict(pred, win.samples, win.start / SAMPLE_RATE, activity)
         update["classify_ms"] = round((time.perf_counter() - started) * 1000.0, 1)
         with self._state:
@@ -253,6 +259,28 @@ class ListenSession:
         return {"session": self.id, "sample_rate": SAMPLE_RATE, "format": "f32le", "channels": 1,
                 "hop_s": self.hop_s, "window_s": self.window_s, "max_chunk_s": self.max_chunk / SAMPLE_RATE,
                 "labels": self.labels, "top_k": self.top_k}
+
+
+def heard_before_newest_hop(activity: dict, pred, window: int, hop: int) -> dict:
+    """A taught model's event answer, for a newest hop that does not stand out from the room: "no event" when the
+    attention also says the sound was heard earlier in the window (that hop holds under :data:`TAUGHT_HOP_ATTENTION`
+    of its even share).
+
+    Why: an update is shown for the newest hop, and a taught model decides no-event itself over its whole window
+    (the energy gate alone would call a quiet or held taught sound nothing, see
+    :func:`asit_helpers.inference.no_event_fields`), so its answer lingered up to window - hop after the sound ended
+    (tests/test_teach_browser.py: ~1 s after each event with a 1.5 s window). Both must agree: attention alone cut a
+    held buzz short once its onset had moved into the older part of the window."""
+    attention = np.asarray(pred.weights, dtype=np.float64).mean(axis=0)
+    newest = np.asarray(pred.frame_times_s) >= (window - hop) / SAMPLE_RATE
+    if not newest.any() or newest.all():
+        return activity
+    share, even = float(attention[newest].sum()), float(newest.mean())
+    if share >= TAUGHT_HOP_ATTENTION * even:
+        return activity
+    return dict(activity, no_event=True, no_event_reason=(
+        f"heard earlier in the window, not in its newest {hop / SAMPLE_RATE:g} s (which does not stand out from the "
+        f"room and holds {share:.0%} of the attention; {even:.0%} if spread evenly)"))
 
 
 def update_dict(pred, samples: np.ndarray, start_s: float, activity: dict) -> dict[str, Any]:

@@ -61,6 +61,7 @@ class _Session:
     model: Any = None
     report: dict | None = None
     listeners: Listeners | None = None  # live listening on the taught model (``/teach/<id>/live``)
+    predictor: Any = None  # serve.LockedPredictor: the taught model's forward passes, on one worker thread
     seen: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -72,6 +73,12 @@ class _Session:
                 "trained": self.model is not None, "report": self.report, "no_event_label": NO_EVENT,
                 "labels": [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
                 if self.model is not None else []}
+
+    def end(self) -> None:
+        """Stop the taught model's worker thread (the recordings and the saved model stay on disk)."""
+        if self.predictor is not None:
+            self.predictor.close()
+        self.listeners = self.predictor = None
 
 
 class TeachSessions:
@@ -108,12 +115,15 @@ class TeachSessions:
 
     def close(self, sid: str) -> _Session | None:
         with self.lock:
-            return self.sessions.pop(sid, None)
+            session = self.sessions.pop(sid, None)
+        if session is not None:
+            session.end()
+        return session
 
     def expire(self) -> None:
         now = time.monotonic()
         for sid in [s for s, v in self.sessions.items() if now - v.seen > self.limits.expires_s]:
-            del self.sessions[sid]
+            self.sessions.pop(sid).end()
 
     def train(self, session: _Session) -> dict:
         """Teach from the session's recordings; raises TeachError (bad input) or BlockingIOError (busy)."""
@@ -126,17 +136,22 @@ class TeachSessions:
                            **self.settings)
         finally:
             self.training.release()
+        from .serve import LockedPredictor  # one worker thread per taught model, as the served model has (memory)
+
+        old = session.predictor
+        session.predictor = LockedPredictor(result.model)
         session.model, session.report = result.model, result.report.to_dict()
-        # Listening goes on with the new model: sessions opened on the old one end (their next chunk gets 404).
-        session.listeners = Listeners(result.model, max_listeners=self.limits.max_listeners, realtime=True,
-                                      **self.listen_kwargs)
+        # Listening on the old model ends: its sessions are not in the new registry (their next chunk gets 404).
+        session.listeners = Listeners(result.model, predictor=session.predictor,
+                                      max_listeners=self.limits.max_listeners, realtime=True, **self.listen_kwargs)
+        if old is not None:
+            old.close()
         return session.report
 
 
 def add_teach_routes(app: Flask, base, *, error, predictor_kwargs: dict, root=None,
                      limits: TeachLimits | None = None, **settings) -> TeachSessions:
     """Register the ``/teach`` routes on ``app``; ``error(status, message)`` is the app's JSON error answer."""
-    from .inference import predict
     from .serve import add_live_routes
 
     sessions = TeachSessions(base, root, limits, listen_kwargs=dict(precision=predictor_kwargs.get("precision", "auto")),
@@ -227,7 +242,7 @@ def add_teach_routes(app: Flask, base, *, error, predictor_kwargs: dict, root=No
         if session.model is None:
             raise Refused(409, "nothing taught yet in this session: press Train first")
         try:
-            return predict(session.model, audio_body(), **predictor_kwargs).to_dict()
+            return session.predictor(audio_body(), **predictor_kwargs).to_dict()
         except AudioError as exc:
             raise Refused(422, str(exc)) from None
 

@@ -234,3 +234,35 @@ def test_cli_prints_the_report_and_refuses_bad_input_without_losing_recordings(t
     (tmp_path / "ex" / "whistle" / "0.txt").rename(tmp_path / "ex" / "whistle" / "0.wav")
     assert _tree_digest(tmp_path / "ex") == before  # nothing recorded was touched
     assert not (tmp_path / "m2").exists()
+
+
+@pytest.mark.parametrize("where, loud_hop, expected", [
+    ("early", False, True), ("early", True, False), ("newest", False, False), ("even", False, False)])
+def test_live_taught_answer_is_for_the_newest_hop_by_its_attention(where, loud_hop, expected):
+    """A taught model names the window; live shows it for the newest hop: "no event" when that hop is quiet and the
+    attention puts the sound before it (the answer no longer lingers window - hop after the sound ended)."""
+    from types import SimpleNamespace
+
+    from asit_helpers.live import ListenSession
+
+    model = AsitForAudioClassification.from_backbone("tiny", labels=["whistle", NO_EVENT])
+    model.config.no_event_label, model.config.clip_seconds = NO_EVENT, 1.5
+    frames = np.arange(75) * 0.02  # 1.5 s of 20 ms frames
+    weights = {"early": np.where(frames < 0.5, 1.0, 1e-4), "newest": np.where(frames >= 1.0, 1.0, 1e-4),
+               "even": np.ones(frames.size)}[where]
+    weights = weights / weights.sum()
+
+    def predictor(audio, **_):
+        return SimpleNamespace(label="whistle", score=0.9, top_k=[("whistle", 0.9), (NO_EVENT, 0.1)],
+                               probabilities=np.array([0.9, 0.1], np.float32), weights=weights[None, :],
+                               frame_times_s=frames)
+
+    session = ListenSession(model, hop_s=0.5, predictor=predictor)
+    rng = np.random.default_rng(0)
+    audio = 0.02 * rng.standard_normal(24000)
+    if loud_hop:  # the sound is still on in the newest hop (it stands out from the room)
+        audio[16000:] *= 10
+    [update] = session.feed(audio.astype(np.float32))
+    assert update["no_event"] is expected, update["no_event_reason"]
+    if expected:
+        assert "heard earlier in the window" in update["no_event_reason"]

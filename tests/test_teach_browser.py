@@ -147,7 +147,8 @@ def test_teach_two_classes_and_background_in_the_page_then_listen(server, make_c
     seen = driver.execute_script(
         "const L = window.asitTeachListen; return {verdicts: L.timeline.verdicts(), levels: L.levels, "
         "labels: L.info.labels, session: L.info.session, rate: document.getElementById('teach-rate').textContent, "
-        "wave: Number(document.getElementById('teach-wave').dataset.attentionPoints || 0)};")
+        "wave: Number(document.getElementById('teach-wave').dataset.attentionPoints || 0), "
+        "rows: document.getElementById('teach-timeline').dataset.rows};")
     if os.environ.get("ASIT_SCREENSHOTS"):
         driver.execute_script("document.getElementById('teach').scrollIntoView()")
         driver.save_screenshot(os.environ["ASIT_SCREENSHOTS"] + "-page.png")
@@ -173,6 +174,7 @@ def test_teach_two_classes_and_background_in_the_page_then_listen(server, make_c
     assert all(share >= 0.8 for share in shares["per_event"].values()), shares
     assert shares["silence_share"] >= 0.8 and shares["silence_share_strict"] >= 0.8, shares
     assert seen["wave"] > 10  # the attention curve over the latest window was drawn
+    assert set(seen["rows"].split("|")) <= {"whistle", "buzz"}, seen["rows"]  # "no event" is a band, not a class row
 
     # the listening session ended with Stop; the teaching session goes on (its model still answers /predict)
     import requests

@@ -78,9 +78,11 @@ def test_teach_widget_trains_then_listens_in_jupyterlab(jupyter_lab, make_chrome
     _wait(lambda: driver.execute_script(state + "return L && L.timeline ? L.timeline.nowS : 0") >= FILE_S + 3.0,
           FILE_S + 120, "a pass of the microphone's file", diagnostics)
     seen = driver.execute_script(state + "return {labels: L.listener.info.labels, verdicts: L.timeline.verdicts(), "
-                                 "wave: Number(el.querySelector('.asit-wave').dataset.attentionPoints || 0)};")
+                                 "wave: Number(el.querySelector('.asit-wave').dataset.attentionPoints || 0), "
+                                 "rows: el.querySelector('.asit-timeline').dataset.rows};")
     if os.environ.get("ASIT_SCREENSHOTS"):
-        driver.execute_script("document.querySelector('.asit-listen').scrollIntoView({block: 'end'})")
+        driver.execute_script("document.querySelectorAll('.Toastify').forEach((e) => e.remove());"  # JupyterLab's news
+                              "document.querySelector('.asit-listen').scrollIntoView({block: 'end'})")
         driver.save_screenshot(os.environ["ASIT_SCREENSHOTS"] + "-widget.png")
     driver.find_element(By.CSS_SELECTOR, ".asit-listen .asit-listen-stop").click()
     status = lambda: driver.find_element(By.CSS_SELECTOR, ".asit-listen .asit-status").text  # noqa: E731
@@ -94,4 +96,5 @@ def test_teach_widget_trains_then_listens_in_jupyterlab(jupyter_lab, make_chrome
     assert {"whistle", "buzz", "no event"} <= set(shown), share
     assert share["no event"] > 0.5, share
     assert seen["wave"] > 10
+    assert set(seen["rows"].split("|")) <= {"whistle", "buzz"}, seen["rows"]  # "no event" is a band, not a class row
     assert not driver.find_elements(By.CSS_SELECTOR, ".asit-message.asit-error"), diagnostics()

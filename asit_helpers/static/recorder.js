@@ -644,7 +644,9 @@ export class Timeline {
       if ((i + 1) * this.binS <= t0 || i * this.binS >= t1) continue;
       for (let c = 0; c < total.length; c++) total[c] = Math.max(total[c], b.evidence[c]);
     }
-    return [...total.keys()].filter((c) => total[c] > 0.05).sort((a, b) => total[b] - total[a]).slice(0, k);
+    // A taught model's background output ("no event") has its own band, not a class row.
+    return [...total.keys()].filter((c) => total[c] > 0.05 && this.labels[c] !== NO_EVENT)
+      .sort((a, b) => total[b] - total[a]).slice(0, k);
   }
 }
 
@@ -711,7 +713,7 @@ function drawTimeAxis(ctx, x0, x1, y, t0, t1, colors, format) {
  */
 export function drawTimeline(canvas, timeline, options = {}) {
   const spanS = options.spanS || 30;
-  const rows = Math.min(options.rows || 5, timeline.labels.length);
+  const rows = Math.min(options.rows || 5, timeline.labels.filter((l) => l !== NO_EVENT).length);
   const colors = themeColors(canvas);
   const now = timeline.nowS;
   const t0 = now - spanS;

@@ -162,7 +162,7 @@ function showUpdates(updates, answer) {
 function drawListen() {
   live.frame = 0;
   if (!live.timeline) return;
-  drawTimeline($("teach-timeline"), live.timeline, { rows: Math.max(1, live.timeline.labels.length - 1) });
+  drawTimeline($("teach-timeline"), live.timeline);
   const u = live.timeline.latest;
   if (u) {
     drawAttention($("teach-wave"), {
