@@ -64,7 +64,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             how = f" (aggregation: {pred.aggregation})" if len(pred.windows) > 1 else ""
             print(f"{path}: {pred.label} ({pred.score:.2f})  [{ranked}]  {pred.duration_s:.1f} s, "
                   f"{len(pred.windows)} window(s){how}")
-            if pred.no_event:
+            if pred.no_event and pred.label == getattr(model.config, "no_event_label", None):
+                print(f"  {pred.no_event_reason}: the model itself answers that nothing it was taught is there")
+            elif pred.no_event:
                 print(f"  {pred.no_event_reason}: {pred.label} is only the model's guess")
             elif pred.steady:
                 print(f"  {STEADY_NOTE}")

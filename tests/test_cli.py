@@ -122,3 +122,26 @@ def test_deprecated_flags_still_work(monkeypatch, train_cache, tmp_path, capsys)
     _, text = run(capsys, "train", train_cache.folder, "--out", tmp_path / "k", "--preset", "tiny-fb",
                   "--train-feature-encoder", "--mixed-precision", "no")
     assert seen["freeze_feature_encoder"] is False and seen["precision"] == "fp32" and "deprecated" in text
+
+
+def test_predict_words_a_taught_no_event_answer_as_the_models_own(tiny_checkpoint, wav_file, tmp_path, capsys,
+                                                                  monkeypatch):
+    """The energy gate's "no event" keeps the model's guess as a guess; a taught model's own background answer is
+    the model saying nothing it was taught is there (not "no event is only the model's guess")."""
+    import dataclasses
+
+    import asit_helpers.inference as inference
+    from asit_helpers.model import load_model
+
+    model = load_model(tiny_checkpoint)
+    model.config.no_event_label = model.config.id2label[0]
+    model.save_pretrained(tmp_path / "taught")
+    real = inference.predict
+    for label, reason, expected in [
+        (model.config.id2label[0], "the taught background answer", "nothing it was taught is there"),
+        (model.config.id2label[1], "silence: the loudest 250 ms is at -90 dB", "is only the model's guess"),
+    ]:
+        monkeypatch.setattr(inference, "predict", lambda *a, _l=label, _r=reason, **k: dataclasses.replace(
+            real(*a, **k), label=_l, no_event=True, no_event_reason=_r))
+        rc, out = run(capsys, "predict", str(tmp_path / "taught"), str(wav_file))
+        assert rc == 0 and expected in out, out
