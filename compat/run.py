@@ -194,6 +194,8 @@ def run_env(name: str, rebuild: bool, build_only: bool = False) -> tuple[str, in
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     lines = (logs / "pytest.log").read_text().strip().splitlines()
     summary = lines[-1] if lines else "no output"
+    if rc != 0:  # CI shows this script's output, not the log: the failures' own lines go with it
+        print("\n".join(lines[-120:]), flush=True)
     # CPU seconds say more than wall time on a shared machine (the tests' own subprocesses count when they exit)
     print(f"[{name}] pytest exit {rc}: {summary} (tests: {time.monotonic() - tests_started:.0f} s wall, "
           f"{_children_cpu_seconds() - cpu_before:.0f} s CPU)", flush=True)
