@@ -14,10 +14,9 @@ import os
 
 import numpy as np
 import pytest
-import soundfile as sf
 
-from test_teach_browser import FILE_S, SR, _example, _room, microphone_wav
-from test_widget_browser import KERNEL, KERNEL_IDLE_JS, _wait, jupyter_lab  # noqa: F401 (a fixture)
+from test_teach_browser import FILE_S, _example, _room, microphone_wav
+from test_widget_browser import KERNEL, _wait, jupyter_lab, open_and_run  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -40,7 +39,7 @@ def test_teach_widget_trains_then_listens_in_jupyterlab(jupyter_lab, make_chrome
 
     from asit_helpers.teach import TeachWorkspace
 
-    base_url, token, root, server_log = jupyter_lab
+    root = jupyter_lab[2]
     rng = np.random.default_rng(0)
     ws = TeachWorkspace(root / "teach-ws")
     for name in ("whistle", "buzz"):
@@ -53,16 +52,7 @@ def test_teach_widget_trains_then_listens_in_jupyterlab(jupyter_lab, make_chrome
     _notebook(root / "teach.ipynb", teach_base, ws.root)
     driver = make_chrome(fake_mic_wav=mic)
 
-    def diagnostics() -> str:
-        try:
-            page = driver.find_element(By.CSS_SELECTOR, "body").text[-2000:]
-        except Exception as exc:
-            page = f"<no page text: {exc}>"
-        return f"page text (tail):\n{page}\nconsole: {driver.get_log('browser')[-20:]}\n{server_log()}"
-
-    driver.get(f"{base_url}/lab/tree/teach.ipynb?reset&token={token}")
-    _wait(lambda: driver.execute_script(KERNEL_IDLE_JS), 120, "the notebook and its kernel", diagnostics)
-    driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells');")
+    diagnostics = open_and_run(driver, jupyter_lab, "teach.ipynb")
     train = _wait(lambda: driver.find_element(By.XPATH, "//button[normalize-space(.)='Train']"), 180,
                   "the Teach widget to render", diagnostics)
     counts = _wait(lambda: [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".asit-teach-class .asit-count")],

@@ -137,12 +137,12 @@ return !!(kernel && kernel.status === 'idle' && nb.content && nb.content.widgets
 """
 
 
-def _open_widget(driver, jupyter_lab, checkpoint, name: str):
-    """Open a fresh notebook that shows the widget, run it, return (record button, diagnostics)."""
+def open_and_run(driver, jupyter_lab, name: str):
+    """Open notebook ``name`` (already in the lab's root) in JupyterLab, run all its cells once its kernel is idle;
+    return ``diagnostics()``: the page's text, the browser console and the server's log, for a failure message."""
     from selenium.webdriver.common.by import By
 
     base, token, root, server_log = jupyter_lab
-    _write_notebook(root / name, checkpoint)
 
     def diagnostics() -> str:
         try:
@@ -158,6 +158,15 @@ def _open_widget(driver, jupyter_lab, checkpoint, name: str):
     driver.get(f"{base}/lab/tree/{name}?reset&token={token}")
     _wait(lambda: driver.execute_script(KERNEL_IDLE_JS), 120, "the notebook and its kernel", diagnostics)
     driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells');")
+    return diagnostics
+
+
+def _open_widget(driver, jupyter_lab, checkpoint, name: str):
+    """Open a fresh notebook that shows the widget, run it, return (record button, diagnostics)."""
+    from selenium.webdriver.common.by import By
+
+    _write_notebook(jupyter_lab[2] / name, checkpoint)
+    diagnostics = open_and_run(driver, jupyter_lab, name)
     record = _wait(lambda: driver.find_element(By.CSS_SELECTOR, ".asit-recorder .asit-record"), 120,
                    "the recorder widget to render", diagnostics)
     return record, diagnostics

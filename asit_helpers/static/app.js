@@ -2,7 +2,7 @@
 // waveform; or listen continuously (live API) with a scrolling timeline. Plain JS, no dependencies: recording,
 // streaming, the timeline and the drawing come from the shared recorder.js (the notebook widget uses it too).
 import {
-  NO_EVENT, Timeline, drawAttention, drawTimeline, httpLiveTransport, startListening, startRecording, toWav16kMono,
+  NO_EVENT, Timeline, drawAttention, drawListening, httpLiveTransport, startListening, startRecording, toWav16kMono,
 } from "./recorder.js";
 
 const $ = (id) => document.getElementById(id);
@@ -280,14 +280,7 @@ function showUpdates(updates, answer) {
 function drawListen() {
   live.frame = 0;
   if (!live.timeline) return;
-  drawTimeline($("timeline"), live.timeline);
-  const u = live.timeline.latest;
-  if (u) {
-    drawAttention($("listen-wave"), {
-      startS: u.window_start_s, endS: u.t_end_s, envelope: u.waveform, frameTimes: u.frame_times_s,
-      attention: u.attention, uniform: u.attention_uniform, height: 180,
-    });
-  }
+  drawListening($("timeline"), $("listen-wave"), live.timeline, { waveHeight: 180 });
 }
 
 $("listen-button").addEventListener("click", async () => {

@@ -17,6 +17,7 @@
 //   httpLiveTransport(base)  -> the page's transport (POST live, POST live/<id>/audio, DELETE live/<id>)
 //   new Timeline({ labels }) / drawTimeline(canvas, timeline, options)        class evidence over the last ~30 s
 //   drawAttention(canvas, { envelope | samples, ... })        waveform, time axis, attention against uniform
+//   drawListening(timelineCanvas, waveCanvas, timeline)       both, from a live Timeline's latest update
 
 export const TARGET_SAMPLE_RATE = 16000;
 
@@ -767,6 +768,26 @@ export function drawTimeline(canvas, timeline, options = {}) {
   drawTimeAxis(ctx, x0, x1, rowY(rows + 1) + 2, -spanS, 0, colors, (t) => (Math.abs(t) < 1e-6 ? "now" : `${t} s`));
   canvas.dataset.rows = classes.map((c) => timeline.labels[c]).join("|");
   canvas.dataset.nowS = now.toFixed(2);
+}
+
+/**
+ * Draw a listening view from a Timeline: the timeline itself and the latest window's attention over its waveform
+ * (the page's Listen card, the Teach panel and the widget's Listener all draw this).
+ *
+ * @param {HTMLCanvasElement} timelineCanvas  @param {HTMLCanvasElement} waveCanvas  @param {Timeline} timeline
+ * @param {{rows?: number, waveHeight?: number}} [options]
+ * @returns {object|undefined} the latest update, drawn (undefined before the first)
+ */
+export function drawListening(timelineCanvas, waveCanvas, timeline, options = {}) {
+  drawTimeline(timelineCanvas, timeline, { rows: options.rows });
+  const u = timeline.latest;
+  if (u) {
+    drawAttention(waveCanvas, {
+      startS: u.window_start_s, endS: u.t_end_s, envelope: u.waveform, frameTimes: u.frame_times_s,
+      attention: u.attention, uniform: u.attention_uniform, height: options.waveHeight || 160,
+    });
+  }
+  return u;
 }
 
 /**

@@ -2,7 +2,7 @@
 // with the taught model. Talks to the /teach routes (asit_helpers/teach_routes.py); records, streams and draws
 // with the same recorder.js the page's Listen card and the notebook widget use: Listen is live listening
 // (startListening over the /live API, served for this session's model at teach/<id>/live).
-import { NO_EVENT, Timeline, drawAttention, drawTimeline, httpLiveTransport, startListening, startRecording } from "./recorder.js";
+import { NO_EVENT, Timeline, drawListening, httpLiveTransport, startListening, startRecording } from "./recorder.js";
 
 const $ = (id) => document.getElementById(id);
 const MAX_RECORD_SECONDS = 30;
@@ -162,14 +162,7 @@ function showUpdates(updates, answer) {
 function drawListen() {
   live.frame = 0;
   if (!live.timeline) return;
-  drawTimeline($("teach-timeline"), live.timeline);
-  const u = live.timeline.latest;
-  if (u) {
-    drawAttention($("teach-wave"), {
-      startS: u.window_start_s, endS: u.t_end_s, envelope: u.waveform, frameTimes: u.frame_times_s,
-      attention: u.attention, uniform: u.attention_uniform, height: 160,
-    });
-  }
+  drawListening($("teach-timeline"), $("teach-wave"), live.timeline, { waveHeight: 160 });
 }
 
 function listenButtons(listening) {

@@ -2,7 +2,7 @@
 // attention curve of the latest window, drawn by the same code as the web page's Listen mode.
 //
 // widgets.py puts asit_helpers/static/recorder.js (the one browser module shared with `asit serve`) in front of
-// this file, so startListening, Timeline, drawTimeline, drawAttention and widgetControls are in scope. The page sends its chunks
+// this file, so startListening, Timeline, drawListening and widgetControls are in scope. The page sends its chunks
 // over HTTP; here they go to the kernel as custom messages, one in flight at most (startListening's rule):
 //   {event: "listen-open", id}                   -> {reply: id, ok, body: session description | error}
 //   {event: "listen-audio", id, seq} + [f32le]    -> {reply: id, ok, body: {updates, dropped_hops, ...} | error}
@@ -69,13 +69,8 @@ function render({ model, el }) {
   const draw = () => {
     frame = 0;
     if (!timeline) return;
-    drawTimeline(timelineCanvas, timeline, { rows: 5 });
-    const u = timeline.latest;
+    const u = drawListening(timelineCanvas, waveCanvas, timeline, { rows: 5, waveHeight: 160 });
     if (!u) return;
-    drawAttention(waveCanvas, {
-      startS: u.window_start_s, endS: u.t_end_s, envelope: u.waveform, frameTimes: u.frame_times_s,
-      attention: u.attention, uniform: u.attention_uniform, height: 160,
-    });
     waveTitle.textContent = `Latest window, ${u.window_start_s.toFixed(1)}\u2013${u.t_end_s.toFixed(1)} s: attention ` +
       "as a multiple of uniform (dashed: every frame the same)";
   };
