@@ -273,10 +273,12 @@ class AsitAttentionPooling(nn.Module):
         """hidden `(B, T, D)` → unnormalised scores `(B, H, T)`."""
         return self.score(torch.tanh(self.proj(hidden))).transpose(1, 2)
 
-    def forward(self, hidden: torch.Tensor, frame_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """hidden `(B, T, D)`, frame_mask `(B, T)` → pooled `(B, H·D[·2])`, weights `(B, H, T)`."""
-        weights = _safe_masked_softmax(self.scores(hidden), frame_mask)
-        return _weighted_statistics(hidden, weights, self.attentive_stats), weights
+    def forward(self, hidden: torch.Tensor, frame_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """hidden `(B, T, D)`, frame_mask `(B, T)` → pooled `(B, H·D[·2])`, weights `(B, H, T)` and the
+        unnormalised scores `(B, H, T)` they came from (returned so that nobody computes them a second time)."""
+        scores = self.scores(hidden)
+        weights = _safe_masked_softmax(scores, frame_mask)
+        return _weighted_statistics(hidden, weights, self.attentive_stats), weights, scores
 
 
 class AsitMeanPooling(nn.Module):
@@ -297,10 +299,10 @@ class AsitMeanPooling(nn.Module):
         """Equal (zero) scores for every frame: `(B, 1, T)`."""
         return hidden.new_zeros(hidden.shape[0], 1, hidden.shape[1]).float()
 
-    def forward(self, hidden: torch.Tensor, frame_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, hidden: torch.Tensor, frame_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         counts = frame_mask.sum(dim=-1, keepdim=True).clamp_min(1)
         weights = (frame_mask.float() / counts)[:, None, :]  # (B, 1, T)
-        return _weighted_statistics(hidden, weights, self.attentive_stats), weights
+        return _weighted_statistics(hidden, weights, self.attentive_stats), weights, self.scores(hidden)
 
 
 class AsitPreTrainedModel(PreTrainedModel):
@@ -571,8 +573,8 @@ class AsitForAudioClassification(AsitPreTrainedModel):
             layer_weights = torch.softmax(self.layer_weights, dim=0).to(hidden.dtype)
             hidden = torch.einsum("l,bltd->btd", layer_weights, hidden)
         frame_mask = frame_mask.bool()
-        pooled, weights = self.pooling(hidden, frame_mask)
-        scores = self.pooling.scores(hidden).float().detach()  # for comparing windows (inference), not trained
+        pooled, weights, scores = self.pooling(hidden, frame_mask)
+        scores = scores.float().detach()  # for comparing windows (inference), not trained
         logits = self.classifier(self.dropout(pooled))
         loss = None
         if labels is not None:

@@ -57,6 +57,26 @@ def test_weights_sum_to_one_on_real_frames_and_zero_on_padding(pooling, stats):
     assert fm.sum(-1).tolist() == [99, 62, 27]
 
 
+
+@pytest.mark.parametrize("pooling", ["attention", "multihead", "mean"])
+def test_pooling_scores_are_computed_once_per_pass(pooling):
+    """The scores a training step pools with are the ones the output carries (``pooling_scores``, which inference
+    compares across windows): one computation per pass, not a second one for the output (it was: a cost in every
+    training step of head and partial mode)."""
+    model = _tiny(pooling)
+    x, mask = _padded_batch()
+    calls = []
+    original = model.pooling.scores
+    model.pooling.scores = lambda hidden: calls.append(1) or original(hidden)
+    out = model(x, attention_mask=mask, labels=torch.tensor([0, 1, 2]))
+    assert len(calls) == 1
+    hidden, _ = model.encode(x, mask)
+    torch.testing.assert_close(out.pooling_scores, original(hidden).float())
+    out.loss.backward()  # the scores the output carries are detached; the pooled ones still train the pooling
+    assert not out.pooling_scores.requires_grad
+    if pooling != "mean":
+        assert model.pooling.proj.weight.grad is not None and model.pooling.proj.weight.grad.abs().sum() > 0
+
 def test_fully_masked_row_gives_zeros_not_nan():
     model = _tiny()
     hidden = torch.randn(2, 10, model.config.backbone_config.hidden_size, requires_grad=True)
