@@ -113,3 +113,51 @@ def test_under_compile_the_plain_linear_is_traced(monkeypatch):
     plain = torch.nn.functional.gelu(torch.nn.functional.linear(x.bfloat16(), weight, bias))
     torch.testing.assert_close(traced, plain, rtol=0, atol=0)
     assert _rel(traced, eager) < 0.01
+
+
+def test_packed_weights_compute_what_the_plain_ones_do(monkeypatch):
+    """The transformer layers read their weights packed once in oneDNN's layout (a speed change only): the bf16 copy
+    gives bit-identical logits with packing switched off, at batch 1 and with a padded batch; a copy of a copy that
+    has run (packed weights are opaque tensors, which cannot be deep-copied) works and agrees too."""
+    import copy
+
+    from asit_helpers import fast_inference
+
+    model = _model(GROUP_NORM_BACKBONE, seed=8)
+    x = torch.randn(3, 16000 * 2, generator=torch.Generator().manual_seed(9))
+    mask = torch.ones_like(x, dtype=torch.long)
+    mask[2, 12000:] = 0
+
+    def logits(fast, *args):
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            hidden, frames = fast.encode(*args)
+            return model.classify_hidden(hidden.float(), frames).logits
+
+    packed = build_fast_copy(model)
+    got = [logits(packed, x[:1]), logits(packed, x, mask)]
+    layer = packed.backbone.encoder.layers[0]
+    if fast_inference._ONEDNN_PACK:
+        assert set(layer._packed) == {"qkv", "out", "up", "down"} and layer._packed["up"].is_mkldnn
+    again = copy.deepcopy(packed)
+    assert again.backbone.encoder.layers[0]._packed == {}
+    monkeypatch.setattr(fast_inference, "_pack", lambda weight: None)
+    plain = build_fast_copy(model)
+    want = [logits(plain, x[:1]), logits(plain, x, mask)]
+    assert plain.backbone.encoder.layers[0]._packed == {"qkv": None, "out": None, "up": None, "down": None}
+    for g, w in zip(got, want):
+        assert torch.equal(g, w)
+    monkeypatch.undo()
+    assert torch.equal(logits(again, x[:1]), got[0])
+
+
+def test_the_first_layers_gelu_in_place_equals_the_module():
+    """wav2vec2-base's first conv layer (group norm folded into its product) applies its GELU in place: the same
+    values as the module's own GELU on a separate output."""
+    model = _model(GROUP_NORM_BACKBONE, seed=10)
+    fast = build_fast_copy(model, dtype=torch.float32)
+    first = fast.backbone.feature_extractor.conv_layers[0]
+    x = torch.randn(2, 8000, 1, generator=torch.Generator().manual_seed(11))
+    windows = x.as_strided((2, (8000 - first.kernel) // first.stride + 1, first.kernel), (8000, first.stride, 1))
+    with torch.inference_mode():
+        want = first.activation(first._conv_group_norm_folded(windows))
+        assert torch.equal(first(x), want)
