@@ -90,8 +90,8 @@ CLIP_S = 5.0
 SR = 16000
 TARGET_P50_S = 0.12
 MIN_AGREEMENT = 0.99
-MODEL_DIR = ROOT / ".cache" / "asit-bench"  # the agreement model: agreement-base-random-<clips per class>
-DEFAULT_TRAINED_DIR = ROOT / ".cache" / "asit-bench" / "partial-init-tiny-fb"  # bench/train.py's init backbone
+BENCH_CACHE = ROOT / ".cache" / "asit-bench"  # holds the agreement model, agreement-base-random-<clips per class>
+DEFAULT_TRAINED_DIR = BENCH_CACHE / "partial-init-tiny-fb"  # bench/train.py's init backbone
 AGREEMENT_SEED = 20261124  # training data uses dataset seed 0: these clips are never seen in training
 
 
@@ -436,13 +436,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-epochs", type=int, default=40)
     ap.add_argument("--out", type=Path, default=RESULTS / "latency.json")
     args = ap.parse_args(argv)
+    if args.burst < 1:
+        ap.error(f"--burst must be 1 or more calls per turn, got {args.burst}")
     reps = args.reps or (12 if args.quick else 20)
     reps8 = args.reps_batch8 or (3 if args.quick else 6)
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else (lambda *a: print(*a, flush=True))
 
     started = time.perf_counter()
     model_info: dict = {}
-    path = args.checkpoint or MODEL_DIR / f"agreement-base-random-{args.train_clips_per_class}"
+    path = args.checkpoint or BENCH_CACHE / f"agreement-base-random-{args.train_clips_per_class}"
     if args.checkpoint is None and not (path / "model.safetensors").exists():
         log(f"building the agreement model in {path} (once; synthetic soundscapes, head training) ...")
         model_info = build_agreement_model(path, args.train_clips_per_class, args.train_epochs)
